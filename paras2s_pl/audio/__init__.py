@@ -1,0 +1,1 @@
+"""Audio backends: TTS, ASR, style captioners, codecs, and audio I/O."""

@@ -1,0 +1,1 @@
+"""Shard schema, writing, reading and the mini-world seed data."""
