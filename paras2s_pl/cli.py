@@ -23,6 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from paras2s_pl import __version__
+from paras2s_pl.data.schema import SchemaError
+from paras2s_pl.data.seed import SeedError
+
+#: Errors caused by the user's input; their messages name the file, the field and the fix.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    FileExistsError,
+    FileNotFoundError,
+    SeedError,
+    SchemaError,
+)
 
 LIGHTNING_COMMANDS = {
     "fit": "train a model (SFT, reward model, GRPO) from a --config YAML",
@@ -41,6 +51,7 @@ def shards_build_demo(
     workers: int = 2,
     overwrite: bool = False,
     seed_files: list[str] | None = None,
+    shard_size: int = 100,
 ) -> None:
     """Synthesise the mini-world shards (train/test demos and unlabeled RL prompts).
 
@@ -53,16 +64,26 @@ def shards_build_demo(
         workers: Synthesis processes.
         overwrite: Replace existing shards in --out.
         seed_files: Seed JSONL files to use instead of the shipped ones.
+        shard_size: Samples per shard (more shards spread better over workers and ranks).
     """
     from paras2s_pl.data.demo import build_demo
 
-    manifests = build_demo(out=out, seed=seed, sample_rate=sample_rate,
-                           contents_per_category=contents_per_category,
-                           test_fraction=test_fraction, workers=workers, overwrite=overwrite,
-                           seed_files=seed_files)
+    manifests = build_demo(
+        out=out,
+        seed=seed,
+        sample_rate=sample_rate,
+        contents_per_category=contents_per_category,
+        test_fraction=test_fraction,
+        workers=workers,
+        overwrite=overwrite,
+        seed_files=seed_files,
+        shard_size=shard_size,
+    )
     for split, m in manifests.items():
-        print(f"{out}/{split}: {m['count']} samples, {m['hours'] * 60:.1f} min, "
-              f"{len(m['shards'])} shard(s), skipped {sum(m['skipped'].values())}")
+        print(
+            f"{out}/{split}: {m['count']} samples, {m['hours'] * 60:.1f} min, "
+            f"{len(m['shards'])} shard(s), skipped {sum(m['skipped'].values())}"
+        )
 
 
 def shards_inspect(path: Path, split: str = "train", limit: int = 0) -> None:
@@ -94,9 +115,13 @@ COMMANDS: dict[str, dict[str, Callable[..., object]]] = {
 
 
 def _help() -> str:
-    lines = [f"paras2s {__version__}: ParaS2S benchmark and alignment (Lightning + HF)", "",
-             "usage: paras2s <command> [options]   (each command has --help)", "",
-             "Lightning commands (configs pick the module and data by class_path):"]
+    lines = [
+        f"paras2s {__version__}: ParaS2S benchmark and alignment (Lightning + HF)",
+        "",
+        "usage: paras2s <command> [options]   (each command has --help)",
+        "",
+        "Lightning commands (configs pick the module and data by class_path):",
+    ]
     lines += [f"  {name:<22}{text}" for name, text in LIGHTNING_COMMANDS.items()]
     lines += ["", "Project commands:"]
     for group, commands in COMMANDS.items():
@@ -125,8 +150,11 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
 
 def _bare_flags(fn: Callable[..., object], args: list[str]) -> list[str]:
     """Let boolean options be given bare (``--overwrite``), as users expect of a CLI."""
-    flags = {f"--{name}" for name, p in inspect.signature(fn).parameters.items()
-             if p.annotation in (bool, "bool")}
+    flags = {
+        f"--{name}"
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.annotation in (bool, "bool")
+    }
     out: list[str] = []
     for i, arg in enumerate(args):
         out.append(arg)
@@ -154,7 +182,11 @@ def main(argv: list[str] | None = None) -> object:
         args = argv[1:]
         if args and args[0] in group:
             args = [args[0], *_bare_flags(group[args[0]], args[1:])]
-        return auto_cli(group, args=args, prog=f"paras2s {argv[0]}", as_positional=False)
+        try:
+            return auto_cli(group, args=args, prog=f"paras2s {argv[0]}", as_positional=False)
+        except USER_ERRORS as err:  # a clear one-line error, not a traceback
+            print(f"paras2s {' '.join(argv[:2])}: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
     if argv[0] in LIGHTNING_COMMANDS:
         return lightning_cli(None if from_sys else argv)
     print(f"paras2s: unknown command {argv[0]!r}\n\n{_help()}", file=sys.stderr)

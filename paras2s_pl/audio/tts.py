@@ -19,7 +19,7 @@ disgust      30    40   130   90  1   1.0   0      low, slow, heavy
 sincere      48    55   155  100  0   1.0   0      warm, moderate, even
 sarcastic    42    98   115  105  3   1.0   0      slow, drawn-out gaps, exaggerated melody
 adult        45    45   170  100  0   1.0   0      settled adult register
-child        80    80   165  105  0   1.3   0      raised pitch + formant/pitch shift 1.3x
+child        70    80   165  105  0   1.3   0      raised pitch + formant/pitch shift 1.3x
 male         44    50   170  100  0   1.0   0      slightly low (gender = speaker variant)
 female       56    55   170  100  0   1.0   0      slightly high (gender = speaker variant)
 cheerful     65    75   185  115  0   1.0   0      bright and upbeat, lighter than happy
@@ -33,8 +33,9 @@ serious      38    22   160  110  0   1.0   0      low, flat, firm
 
 ``vol`` also sets the output peak (``0.5 * vol / 100``), so loudness survives
 normalisation. ``shift`` speeds the waveform up after synthesis (pitch and formants
-rise together; eSpeak has no child voice); male speakers get 1.2x more of it because
-adult male formants sit ~20 % below female ones while a child's are not gendered.
+rise together; eSpeak has no child voice). A child's voice is not gendered, so male
+speakers get 1.25x more shift and +30 pitch: adult male formants sit ~20 % and F0 ~50 %
+below female ones, and a male-voiced child must still sound above any adult woman.
 ``gap`` is eSpeak's word gap in 10 ms units; ``trem`` is a vibrato depth (fraction of F0).
 
 Run: ``python -m paras2s_pl.audio.tts "Are you serious?" --style sarcastic --speaker m1
@@ -43,12 +44,13 @@ Run: ``python -m paras2s_pl.audio.tts "Are you serious?" --style sarcastic --spe
 
 from __future__ import annotations
 
+import _ctypes  # dlclose: CPython exposes no public unload
 import argparse
-import ctypes
-import ctypes.util
+import ctypes as C
 import os
 import threading
 import zlib
+from ctypes.util import find_library
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
@@ -58,6 +60,7 @@ from paras2s_pl.audio.io import resample
 from paras2s_pl.data import labels
 
 NATIVE_SR = 22050  # eSpeak NG's fixed output rate
+Audio = tuple[np.ndarray, int]  # (mono float32 wav, sample rate)
 
 
 @runtime_checkable
@@ -66,9 +69,7 @@ class TTS(Protocol):
 
     sample_rate: int
 
-    def synthesize(
-        self, text: str, style: str = "neutral", speaker: str | None = None
-    ) -> tuple[np.ndarray, int]:
+    def synthesize(self, text: str, style: str = "neutral", speaker: str | None = None) -> Audio:
         """Return mono float32 audio in [-1, 1] and its sample rate."""
         ...
 
@@ -113,7 +114,7 @@ STYLE_PRESETS: dict[str, Prosody] = {
     "sincere": P(48, 55, 155, 100),
     "sarcastic": P(42, 98, 115, 105, wordgap=3),
     "adult": P(45, 45, 170, 100),
-    "child": P(80, 80, 165, 105, shift=1.3),
+    "child": P(70, 80, 165, 105, shift=1.3),
     "male": P(44, 50, 170, 100),
     "female": P(56, 55, 170, 100),
     "cheerful": P(65, 75, 185, 115),
@@ -125,7 +126,7 @@ STYLE_PRESETS: dict[str, Prosody] = {
     "serious": P(38, 22, 160, 110),
 }
 del P
-MALE_SHIFT_BOOST = 1.2  # child shift multiplier for male speakers (see module docstring)
+MALE_CHILD_BOOST = (1.25, 30)  # (shift factor, pitch points) for male child voices
 DEFAULT_SPEAKER = {g: labels.SPEAKERS["train"][g][0] for g in ("male", "female")}
 
 
@@ -136,11 +137,8 @@ def speaker_pitch_offset(speaker: str) -> int:
 
 def check_text(text: str) -> str:
     """Return ``text`` stripped; raise ``ValueError`` when there is nothing to speak."""
-    if not isinstance(text, str) or not any(ch.isalnum() for ch in text):
-        raise ValueError(
-            f"cannot synthesise text {text!r}: it has no letters or digits; "
-            "pass a sentence with words to speak"
-        )
+    if not any(ch.isalnum() for ch in text):
+        raise ValueError(f"cannot speak text {text!r}: it has no letters or digits; pass words")
     return text.strip()
 
 
@@ -150,13 +148,14 @@ def resolve(style: str, speaker: str | None) -> tuple[Prosody, str]:
         raise ValueError(f"unknown style {style!r}; expected one of {list(labels.TTS_STYLES)}")
     if speaker is None:
         speaker = DEFAULT_SPEAKER.get(style, labels.ASSISTANT_SPEAKER)
-    elif speaker not in labels.all_speakers():
-        raise ValueError(f"unknown speaker {speaker!r}; expected one of {list(labels.all_speakers())}")
+    elif speaker not in (known := labels.all_speakers()):
+        raise ValueError(f"unknown speaker {speaker!r}; expected one of {list(known)}")
     gender = labels.speaker_gender(speaker)
     if style in DEFAULT_SPEAKER and gender != style:
+        fits = [s for s in labels.all_speakers() if labels.speaker_gender(s) == style]
         raise ValueError(
             f"style {style!r} needs a {style} speaker but speaker {speaker!r} is {gender}; "
-            f"pass speaker=None or one of {[s for s in labels.all_speakers() if labels.speaker_gender(s) == style]}"
+            f"pass speaker=None or one of {fits}"
         )
     return STYLE_PRESETS[style], speaker
 
@@ -168,7 +167,19 @@ _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _RATE, _VOLUME, _PITCH, _RANGE, _WORDGAP = 1, 2, 3, 4, 7
 # int callback(short *wav, int numsamples, espeak_EVENT *events); wav NULL = end.
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_CALLBACK = C.CFUNCTYPE(C.c_int, C.POINTER(C.c_short), C.c_int, C.c_void_p)
+_SIGNATURES = {  # name: (argtypes, restype); espeak_ERROR is an int enum, 0 = EE_OK
+    "espeak_Initialize": ([C.c_int, C.c_int, C.c_char_p, C.c_int], C.c_int),  # -> sample rate
+    "espeak_SetSynthCallback": ([_CALLBACK], None),
+    "espeak_SetVoiceByName": ([C.c_char_p], C.c_int),
+    "espeak_SetParameter": ([C.c_int, C.c_int, C.c_int], C.c_int),  # (param, value, relative)
+    # (text, size, position, position_type, end_position, flags, unique_id*, user_data)
+    "espeak_Synth": (
+        [C.c_void_p, C.c_size_t, C.c_uint, C.c_int, C.c_uint, C.c_uint, C.c_void_p, C.c_void_p],
+        C.c_int,
+    ),
+    "espeak_Terminate": ([], C.c_int),
+}
 
 
 def _locate_espeak() -> tuple[str, str | None]:
@@ -179,7 +190,7 @@ def _locate_espeak() -> tuple[str, str | None]:
         return espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
     except (ImportError, RuntimeError):  # RuntimeError: package present but data missing
         pass
-    system = ctypes.util.find_library("espeak-ng")  # e.g. libespeak-ng.so.1
+    system = find_library("espeak-ng")  # e.g. libespeak-ng.so.1
     if system:
         return system, None
     raise ImportError(
@@ -199,40 +210,30 @@ class _Espeak:
 
     def __init__(self) -> None:
         self.lib_path, self.data_path = _locate_espeak()
-        self.lib: ctypes.CDLL | None = None
+        self.lib: C.CDLL | None = None
         self.chunks: list[np.ndarray] = []
         self.callback = _CALLBACK(self._collect)  # kept alive: C holds a raw pointer
-        libc_name = ctypes.util.find_library("c")
-        self.libc = ctypes.CDLL(libc_name) if libc_name else None
+        libc_name = find_library("c")
+        self.libc = C.CDLL(libc_name) if libc_name else None
 
     def _collect(self, wav, n: int, _events) -> int:  # noqa: ANN001 - ctypes pointer types
         if wav and n > 0:
             self.chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0  # 0 = continue synthesis
 
-    def _reload(self) -> ctypes.CDLL:
-        import _ctypes
-
+    def _reload(self) -> C.CDLL:
         if self.lib is not None:
             self.lib.espeak_Terminate()  # frees phoneme data; dlclose alone would leak it
-            _ctypes.dlclose(self.lib._handle)
+            _ctypes.dlclose(self.lib._handle)  # refcount 0: statics are gone
             self.lib = None
-        lib = ctypes.CDLL(self.lib_path)
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
-        lib.espeak_SetSynthCallback.restype = None
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-            ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
-        ]  # fmt: skip
-        for name in ("espeak_SetVoiceByName", "espeak_SetParameter", "espeak_Synth", "espeak_Terminate"):
-            getattr(lib, name).restype = ctypes.c_int  # espeak_ERROR: 0 = EE_OK
+        lib = C.CDLL(self.lib_path)
+        for name, (argtypes, restype) in _SIGNATURES.items():
+            getattr(lib, name).argtypes, getattr(lib, name).restype = argtypes, restype
         data = self.data_path.encode() if self.data_path else None
         if lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0) != NATIVE_SR:
-            raise RuntimeError(f"espeak_Initialize failed for {self.lib_path} (data {self.data_path})")
+            raise RuntimeError(
+                f"espeak_Initialize failed for {self.lib_path} (data {self.data_path})"
+            )
         lib.espeak_SetSynthCallback(self.callback)
         self.lib = lib
         return lib
@@ -241,7 +242,7 @@ class _Espeak:
         """Speak ``text`` with eSpeak voice ``voice``; return int16 samples at 22050 Hz."""
         lib = self._reload()
         if hasattr(lib, "espeak_ng_SetRandSeed"):  # espeak-ng >= 1.52's own PRNG
-            lib.espeak_ng_SetRandSeed(ctypes.c_long(0))
+            lib.espeak_ng_SetRandSeed(C.c_long(0))
         if self.libc is not None:  # breath noise uses libc rand()
             self.libc.srand(0)
         if lib.espeak_SetVoiceByName(voice.encode()) != 0:
@@ -260,15 +261,10 @@ _LOCK = threading.Lock()
 _ENGINE: _Espeak | None = None  # one per process; a forked child inherits a usable copy
 
 
-def _reset_lock_after_fork() -> None:
-    # A fork while another thread held the lock would leave the child's copy held forever.
-    # The child's eSpeak state needs no such care: every call reloads the library.
-    global _LOCK
-    _LOCK = threading.Lock()
-
-
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_lock_after_fork)
+    # A fork while another thread held the lock would leave the child's copy held forever;
+    # the child's eSpeak state needs no such care since every call reloads the library.
+    os.register_at_fork(after_in_child=lambda: globals().update(_LOCK=threading.Lock()))
 
 
 def _engine() -> _Espeak:
@@ -303,15 +299,13 @@ class EspeakTTS:
     def prosody(style: str, speaker: str | None = None) -> tuple[Prosody, str]:
         """The preset for ``style`` moved by the speaker's pitch offset, and the speaker."""
         base, speaker = resolve(style, speaker)
-        shift = base.shift
+        shift, pitch = base.shift, base.pitch + speaker_pitch_offset(speaker)
         if shift != 1.0 and labels.speaker_gender(speaker) == "male":
-            shift *= MALE_SHIFT_BOOST
-        pitch = int(np.clip(base.pitch + speaker_pitch_offset(speaker), 0, 100))
+            shift, pitch = shift * MALE_CHILD_BOOST[0], pitch + MALE_CHILD_BOOST[1]
+        pitch = int(np.clip(pitch, 0, 100))
         return replace(base, pitch=pitch, shift=shift), speaker
 
-    def synthesize(
-        self, text: str, style: str = "neutral", speaker: str | None = None
-    ) -> tuple[np.ndarray, int]:
+    def synthesize(self, text: str, style: str = "neutral", speaker: str | None = None) -> Audio:
         """Speak ``text`` in ``style`` by ``speaker`` (None: a default for the style).
 
         Returns:
@@ -386,12 +380,11 @@ class OpenAITTS:
         base_url: str | None = None,
         instructions: dict[str, str] | None = None,
     ) -> None:
+        """Store the settings; ``instructions`` maps style -> spoken-style prompt."""
         self.model, self.voice, self.base_url = model, voice, base_url
         self.instructions = dict(STYLE_INSTRUCTIONS if instructions is None else instructions)
 
-    def synthesize(
-        self, text: str, style: str = "neutral", speaker: str | None = None
-    ) -> tuple[np.ndarray, int]:
+    def synthesize(self, text: str, style: str = "neutral", speaker: str | None = None) -> Audio:
         """Not implemented: raises ``NotImplementedError`` after validating arguments."""
         check_text(text)
         resolve(style, speaker)

@@ -47,18 +47,37 @@ class Utterance:
     speaker: str
 
 
-def split_topics(items: list[SeedItem], test_fraction: float, rng: random.Random):
-    """Hold out whole topics per category for test; returns ``{category: set(test topics)}``."""
-    held: dict[str, set[str]] = {}
+def split_topics(items: list[SeedItem], test_fraction: float, rng: random.Random) -> set[str]:
+    """Choose held-out test topics, disjoint from train topics across all categories.
+
+    Categories share topic names (``Travel`` …), so a topic held out for one category is
+    held out for all: about ``test_fraction`` of each category's topics, at least one,
+    never all.
+    """
+    test: set[str] = set()
+    train: set[str] = set()
     for category in sorted({i.category for i in items}):
         topics = sorted({i.topic for i in items if i.category == category})
-        rng.shuffle(topics)
-        n_test = min(max(1, math.ceil(len(topics) * test_fraction)), len(topics) - 1)
         if len(topics) < 2:
-            raise ValueError(f"category {category!r} has {len(topics)} topic(s); at least two "
-                             "are needed to hold out test topics")
-        held[category] = set(topics[:n_test])
-    return held
+            raise ValueError(
+                f"category {category!r} has {len(topics)} topic(s); at least two "
+                "are needed to hold out test topics"
+            )
+        want = min(max(1, math.ceil(len(topics) * test_fraction)), len(topics) - 1)
+        free = [t for t in topics if t not in test and t not in train]
+        rng.shuffle(free)
+        have = [t for t in topics if t in test]
+        chosen = free[: max(0, want - len(have))]
+        if len(have) + len(chosen) == len(topics):  # keep at least one train topic
+            chosen = chosen[:-1]
+        test |= set(chosen)
+        train |= {t for t in topics if t not in test}
+        if not any(t in test for t in topics):
+            raise ValueError(
+                f"category {category!r}: all its topics are train topics of other "
+                "categories; add topics or change --seed"
+            )
+    return test
 
 
 def _speaker(split: str, style: str, rng: random.Random, avoid: str | None = None) -> str:
@@ -76,29 +95,44 @@ def plan_utterances(
     rng = random.Random(seed)
     held = split_topics(items, test_fraction, rng)
     plan: dict[str, list[Utterance]] = {"train": [], "test": [], "rl": []}
-    for category in sorted(held):
+    for category in sorted({i.category for i in items}):
         pool = [i for i in items if i.category == category]
         rng.shuffle(pool)
-        by_split = {s: [i for i in pool if (i.topic in held[category]) == (s == "test")]
-                    for s in ("train", "test")}
+        by_split = {
+            s: [i for i in pool if (i.topic in held) == (s == "test")] for s in ("train", "test")
+        }
         if contents_per_category is not None:  # keep the split ratio when shrinking
             n_test = max(1, round(contents_per_category * len(by_split["test"]) / len(pool)))
-            by_split = {"test": by_split["test"][:n_test],
-                        "train": by_split["train"][: max(1, contents_per_category - n_test)]}
+            by_split = {
+                "test": by_split["test"][:n_test],
+                "train": by_split["train"][: max(1, contents_per_category - n_test)],
+            }
         for split, chosen in by_split.items():
             for item in sorted(chosen, key=lambda i: i.id):
                 shared = _speaker(split, "any", rng)  # one voice speaks both styles of a pair
                 for style in item.styles:
                     speaker = _speaker(split, style, rng) if category == "gender" else shared
-                    plan[split].append(Utterance(f"{item.id}-{style}", split, item, style,
-                                                 speaker))
+                    plan[split].append(Utterance(f"{item.id}-{style}", split, item, style, speaker))
                     if split == "train":
-                        plan["rl"].append(Utterance("", "rl", item, style,
-                                                    _speaker(split, style if category == "gender"
-                                                             else "any", rng, avoid=speaker)))
+                        plan["rl"].append(
+                            Utterance(
+                                "",
+                                "rl",
+                                item,
+                                style,
+                                _speaker(
+                                    split,
+                                    style if category == "gender" else "any",
+                                    rng,
+                                    avoid=speaker,
+                                ),
+                            )
+                        )
     rng.shuffle(plan["rl"])  # RL keys carry no label: rl-000000 …
-    plan["rl"] = [Utterance(f"rl-{n:06d}", u.split, u.item, u.style, u.speaker)
-                  for n, u in enumerate(plan["rl"])]
+    plan["rl"] = [
+        Utterance(f"rl-{n:06d}", u.split, u.item, u.style, u.speaker)
+        for n, u in enumerate(plan["rl"])
+    ]
     return plan
 
 
@@ -131,8 +165,9 @@ def _jobs(u: Utterance, rate: int, with_reply: bool) -> list[tuple[str, str, str
     return jobs
 
 
-def _synthesised(plan: list[Utterance], tts: TTS, rate: int, workers: int, with_reply: bool,
-                 desc: str) -> Iterator[tuple[Utterance, list[np.ndarray | str]]]:
+def _synthesised(
+    plan: list[Utterance], tts: TTS, rate: int, workers: int, with_reply: bool, desc: str
+) -> Iterator[tuple[Utterance, list[np.ndarray | str]]]:
     jobs = [j for u in plan for j in _jobs(u, rate, with_reply)]
     per = 2 if with_reply else 1
     if workers > 1:
@@ -163,6 +198,7 @@ def build_demo(
     workers: int = 2,
     overwrite: bool = False,
     seed_files: list[str] | None = None,
+    shard_size: int = 100,
     tts: TTS | None = None,
 ) -> dict[str, dict]:
     """Synthesise the demo sets; returns ``{split: manifest}`` (skips counted in each)."""
@@ -181,10 +217,23 @@ def build_demo(
     }
     manifests: dict[str, dict] = {}
     for split, kind in (("train", "demo"), ("test", "demo"), ("rl", "prompt")):
-        with ShardSetWriter(out, split, kind, sample_rate=sample_rate, overwrite=overwrite,
-                            provenance=provenance) as writer:
-            for u, outs in _synthesised(plan[split], tts, sample_rate, workers,
-                                        with_reply=kind == "demo", desc=f"build-demo {split}"):
+        with ShardSetWriter(
+            out,
+            split,
+            kind,
+            sample_rate=sample_rate,
+            overwrite=overwrite,
+            maxcount=shard_size,
+            provenance=provenance,
+        ) as writer:
+            for u, outs in _synthesised(
+                plan[split],
+                tts,
+                sample_rate,
+                workers,
+                with_reply=kind == "demo",
+                desc=f"build-demo {split}",
+            ):
                 errors = [o for o in outs if isinstance(o, str)]
                 if errors:
                     writer.skip(u.key, "tts_failed", errors[0])

@@ -111,7 +111,8 @@ class PreferenceMeta(QueryMeta):
     def validate(self) -> None:
         """Check the query fields and that the judge score is an integer in 1..5."""
         super().validate()
-        if isinstance(self.score, bool) or not isinstance(self.score, int) or not 1 <= self.score <= 5:
+        score = self.score
+        if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
             raise SchemaError(f"field 'score' is {self.score!r}; expected an integer 1..5")
 
 

@@ -75,12 +75,19 @@ def _item(obj: object, where: str) -> SeedItem:
         if not isinstance(reply, dict) or not reply.get("text"):
             raise SeedError(f"{where}: field 'responses.{style}' needs 'text' and 'tone'")
         if reply.get("tone") not in labels.RESPONSE_TONES:
-            raise SeedError(f"{where}: field 'responses.{style}.tone' is {reply.get('tone')!r}; "
-                            f"use one of {list(labels.RESPONSE_TONES)}")
+            raise SeedError(
+                f"{where}: field 'responses.{style}.tone' is {reply.get('tone')!r}; "
+                f"use one of {list(labels.RESPONSE_TONES)}"
+            )
         responses[style] = SeedResponse(text=reply["text"], tone=reply["tone"])
-    return SeedItem(id=obj["id"], category=category, topic=str(obj["topic"]),
-                    content=obj["content"].strip(), styles=(styles[0], styles[1]),
-                    responses=responses)
+    return SeedItem(
+        id=obj["id"],
+        category=category,
+        topic=str(obj["topic"]),
+        content=obj["content"].strip(),
+        styles=(styles[0], styles[1]),
+        responses=responses,
+    )
 
 
 def load_seed(paths: list[str | Path] | None = None) -> list[SeedItem]:

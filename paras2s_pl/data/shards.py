@@ -34,7 +34,14 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from paras2s_pl.audio.io import AudioError, check_finite, decode_audio, encode_audio, resample, to_mono
+from paras2s_pl.audio.io import (
+    AudioError,
+    check_finite,
+    decode_audio,
+    encode_audio,
+    resample,
+    to_mono,
+)
 from paras2s_pl.data.schema import (
     PromptMeta,
     Sample,
@@ -141,8 +148,10 @@ class ShardSetWriter:
         if key in self._keys:
             raise ValueError(f"duplicate sample key {key!r} in split {self.split!r}")
         if not isinstance(meta, schema_class(self.schema)):
-            raise TypeError(f"meta is {type(meta).__name__}; schema {self.schema!r} expects "
-                            f"{schema_class(self.schema).__name__}")
+            raise TypeError(
+                f"meta is {type(meta).__name__}; schema {self.schema!r} expects "
+                f"{schema_class(self.schema).__name__}"
+            )
         meta.validate()
         ext = self.audio_format
         record: dict[str, Any] = {
@@ -237,8 +246,10 @@ def build_manifest(
         "topics": dict(sorted(topics.items())),
         "speakers": dict(sorted(Counter(m.speaker for m in metas).items())),
         "shards": shards,
-        "provenance": {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                       **provenance},
+        "provenance": {
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            **provenance,
+        },
         **extra,
     }
 
@@ -277,8 +288,11 @@ class ReadStats:
 
     def as_dict(self) -> dict[str, Any]:
         """A json-friendly summary."""
-        return {"yielded": self.yielded, "skipped": dict(self.skipped),
-                "repaired": dict(self.repaired)}
+        return {
+            "yielded": self.yielded,
+            "skipped": dict(self.skipped),
+            "repaired": dict(self.repaired),
+        }
 
 
 def _dist_info() -> tuple[int, int]:
@@ -375,8 +389,9 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 urls = urls[slot::slots]
             samples = self._decoded(urls, keep=None if by_shard else (slot, slots))
             if self.shuffle:
-                samples = wds.shuffle(self.shuffle, initial=self.shuffle,
-                                      rng=random.Random(rng.random() + slot))(samples)
+                samples = wds.shuffle(
+                    self.shuffle, initial=self.shuffle, rng=random.Random(rng.random() + slot)
+                )(samples)
             yield from samples
             if not self.repeat:
                 break
@@ -386,10 +401,9 @@ class ShardDataset(torch.utils.data.IterableDataset):
     def _raw(self, urls: list[str]) -> Iterator[dict[str, Any]]:
         for url in urls:
             try:
-                for record in wds.tariterators.tar_file_expander(
+                yield from wds.tariterators.tar_file_expander(
                     wds.tariterators.url_opener([{"url": url}])
-                ):
-                    yield record
+                )
             except Exception as err:  # truncated or corrupt tar: count, go on to next shard
                 self.stats.skip("corrupt_shard", url, repr(err))
 
@@ -425,8 +439,9 @@ class ShardDataset(torch.utils.data.IterableDataset):
         for role in meta.audio_entries:
             ext = next((e for e in ROLE_EXTENSIONS[role] if e in raw), None)
             if ext is None:
-                self.stats.skip(f"missing_{role}_audio", where,
-                                f"no {' or '.join(ROLE_EXTENSIONS[role])} entry")
+                self.stats.skip(
+                    f"missing_{role}_audio", where, f"no {' or '.join(ROLE_EXTENSIONS[role])} entry"
+                )
                 return None
             try:
                 audio[role] = self._load(raw[ext], where, role)
@@ -436,9 +451,14 @@ class ShardDataset(torch.utils.data.IterableDataset):
         if self.max_seconds and len(audio["user"]) > self.max_seconds * self.sample_rate:
             self.stats.skip("too_long", where, f"longer than max_seconds={self.max_seconds}")
             return None
-        return Sample(key=key, meta=meta, user_audio=audio["user"], sample_rate=self.sample_rate,
-                      assistant_audio=audio.get("assistant"),
-                      extras={"url": raw.get("__url__")})
+        return Sample(
+            key=key,
+            meta=meta,
+            user_audio=audio["user"],
+            sample_rate=self.sample_rate,
+            assistant_audio=audio.get("assistant"),
+            extras={"url": raw.get("__url__")},
+        )
 
     def _load(self, data: bytes, where: str, role: str) -> np.ndarray:
         wav, sr = decode_audio(data)
@@ -447,6 +467,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         wav = check_finite(to_mono(wav), f"{role} audio")
         if self.stored_rate is not None and sr != self.stored_rate:
             self.stats.repaired["resample"] += 1
-            log.info("%s: %s audio at %d Hz, set is %d Hz: resampled", where, role, sr,
-                     self.stored_rate)
+            log.info(
+                "%s: %s audio at %d Hz, set is %d Hz: resampled", where, role, sr, self.stored_rate
+            )
         return resample(wav, sr, self.sample_rate)
