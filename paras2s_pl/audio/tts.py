@@ -317,21 +317,34 @@ class EspeakTTS:
         """
         text = check_text(text)
         pro, speaker = self.prosody(style, speaker)
+        return self.synthesize_prosody(text, pro, speaker)
+
+    def synthesize_prosody(self, text: str, prosody: Prosody, speaker: str | None = None) -> Audio:
+        """Speak ``text`` with explicit eSpeak parameters ``prosody`` (no preset, no offset).
+
+        The prosody codec's decoder uses this: it measures pitch, range, loudness and tempo
+        from tokens and needs the parameters applied exactly as given. ``speaker`` None is
+        :data:`labels.ASSISTANT_SPEAKER`. Same output and errors as :meth:`synthesize`.
+        """
+        text = check_text(text)
+        speaker = labels.ASSISTANT_SPEAKER if speaker is None else speaker
+        if speaker not in (known := labels.all_speakers()):
+            raise ValueError(f"unknown speaker {speaker!r}; expected one of {list(known)}")
         # Synthesise slower by the shift so the sped-up child voice keeps a normal tempo.
-        rate = int(np.clip(round(pro.rate / pro.shift), 80, 450))
-        params = {_RATE: rate, _VOLUME: pro.volume, _PITCH: pro.pitch, _RANGE: pro.range,
-                  _WORDGAP: pro.wordgap}  # fmt: skip
+        rate = int(np.clip(round(prosody.rate / prosody.shift), 80, 450))
+        params = {_RATE: rate, _VOLUME: prosody.volume, _PITCH: prosody.pitch,
+                  _RANGE: prosody.range, _WORDGAP: prosody.wordgap}  # fmt: skip
         with _LOCK:
             raw = _engine().synth(text, f"en-us+{speaker}", params)
         if raw.size == 0 or not np.any(raw):
             raise ValueError(f"eSpeak produced no audio for text {text!r}; pass speakable words")
         wav = raw.astype(np.float64) / 32768.0
-        if pro.tremble > 0:
-            wav = _tremble(wav, pro.tremble, NATIVE_SR)
+        if prosody.tremble > 0:
+            wav = _tremble(wav, prosody.tremble, NATIVE_SR)
         # Reading 22050 Hz audio as if it were 22050*shift Hz raises pitch and formants
         # together; one resample does that and the conversion to the output rate.
-        wav = resample(wav.astype(np.float32), round(NATIVE_SR * pro.shift), self.sample_rate)
-        return _trim_and_normalise(wav, self.sample_rate, pro.level), self.sample_rate
+        wav = resample(wav.astype(np.float32), round(NATIVE_SR * prosody.shift), self.sample_rate)
+        return _trim_and_normalise(wav, self.sample_rate, prosody.level), self.sample_rate
 
 
 def _trim_and_normalise(wav: np.ndarray, sr: int, level: float) -> np.ndarray:

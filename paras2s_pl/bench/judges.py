@@ -1,0 +1,705 @@
+"""Judges that score (query, response) pairs with the ParaS2SBench guideline (paper §3.2).
+
+* :class:`Judge` — the protocol: ``name`` and ``score(items, on_result=None)``.
+* :class:`OpenAIJudge` — any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp):
+  a thread pool, retries with exponential backoff + jitter on 408/409/429/5xx, timeouts and
+  connection errors (``Retry-After`` honoured), re-asks when the answer has no valid score,
+  token usage and estimated cost in a :class:`UsageMeter`.
+* :class:`OpenAIBatchJudge` — the Batch API: :meth:`~OpenAIBatchJudge.write_requests` and
+  :meth:`~OpenAIBatchJudge.read_results` (the core, offline), plus ``submit``/``poll``.
+* :class:`CachedJudge` — wraps any judge with an SQLite cache keyed by
+  ``(judge.name, sha256(messages))``; every finished call is committed at once, so a crash
+  or Ctrl-C loses none and a rerun pays for nothing already scored.
+
+A failed call is never dropped: it comes back as a :class:`Judgement` with ``score=None``
+and either ``parse_failed=True`` (the answer, kept in ``raw``, had no 1..5 score after the
+re-asks) or ``error`` set (the request itself failed after the retries); reports count both.
+
+The API key is read from the environment variable ``api_key_env`` when the client is made;
+it is not stored on the judge, not in its repr, not logged and not cached.
+
+Example::
+
+    judge = CachedJudge(OpenAIJudge(model="gpt-4.1"), "runs/judge_cache")
+    judgements = judge.score([JudgeItem(...), ...])
+
+Tests: ``pytest tests/test_judges.py`` (a local fake server, no network).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import json
+import logging
+import os
+import random
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import openai
+from tqdm.auto import tqdm
+
+from paras2s_pl.bench.parse import parse_score
+from paras2s_pl.bench.prompt import JudgeItem, build_messages, prompt_sha256
+
+log = logging.getLogger(__name__)
+
+#: USD per 1M (input, output) tokens, OpenAI list prices (2025; check before quoting a
+#: bill). A dated id ("gpt-4.1-2025-04-14") uses its longest listed prefix; an unlisted
+#: model has cost None. Pass ``prices=`` to override.
+PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+}
+BATCH_DISCOUNT = 0.5  # the Batch API bills half the synchronous price
+REASK = (
+    "Your answer did not follow the required format. Reply only in the format: "
+    "The reason is _; The score is _ . The score must be one whole number from 1 to 5."
+)
+#: Errors that no retry fixes (wrong key, model or URL): they stop the run.
+FATAL_ERRORS = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens billed for one judgement (all its attempts)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens,
+                     self.completion_tokens + other.completion_tokens)  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class Judgement:
+    """A judge's verdict on one item; ``score`` is None on a parse failure or an error."""
+
+    score: int | None
+    reason: str = ""
+    raw: str = ""  # the (last) answer as received
+    parse_failed: bool = False  # an answer came, but without a 1..5 score, after re-asks
+    attempts: int = 0  # HTTP requests made (retries and re-asks included)
+    usage: Usage = field(default_factory=Usage)
+    cached: bool = False  # served from a CachedJudge's disk cache
+    error: str | None = None  # the request failed (after retries); not cached
+
+
+#: Called as ``on_result(index_in_items, judgement)`` as soon as one item is finished,
+#: possibly from a worker thread.
+OnResult = Callable[[int, Judgement], None]
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """Scores items; ``name`` identifies the judge in cache keys and reports.
+
+    ``score`` returns one :class:`Judgement` per item, in order, and calls ``on_result``
+    for each item as soon as it is finished (that is how :class:`CachedJudge` commits
+    each call before the next; a judge that finishes all at once calls it at the end).
+    """
+
+    name: str
+
+    def score(self, items: Sequence[JudgeItem], on_result: OnResult | None = None
+              ) -> list[Judgement]:  # fmt: skip
+        """One judgement per item, in order; ``on_result(i, j)`` as each finishes."""
+        ...
+
+
+def price_for(model: str, prices: Mapping[str, tuple[float, float]]) -> tuple[float, float] | None:
+    """The (input, output) USD per 1M tokens of ``model``: exact, else longest prefix."""
+    if model in prices:
+        return prices[model]
+    prefixes = [p for p in prices if model.startswith(p + "-")]
+    return prices[max(prefixes, key=len)] if prefixes else None
+
+
+class UsageMeter:
+    """Thread-safe running totals of requests, tokens and estimated cost of one judge."""
+
+    def __init__(self, model: str, prices: Mapping[str, tuple[float, float]] | None = None,
+                 discount: float = 1.0) -> None:  # fmt: skip
+        self.model, self.discount = model, discount
+        self.price = price_for(model, PRICES_PER_MTOK if prices is None else prices)
+        self.requests = self.prompt_tokens = self.completion_tokens = 0
+        self._lock = threading.Lock()
+
+    def add(self, usage: Usage, requests: int = 1) -> None:
+        """Count ``requests`` billed calls and their tokens."""
+        with self._lock:
+            self.requests += requests
+            self.prompt_tokens += usage.prompt_tokens
+            self.completion_tokens += usage.completion_tokens
+
+    @property
+    def cost_usd(self) -> float | None:
+        """Estimated USD so far; None when the model has no price."""
+        if self.price is None:
+            return None
+        inp, out = self.price
+        return self.discount * (self.prompt_tokens * inp + self.completion_tokens * out) / 1e6
+
+    def summary(self) -> dict[str, Any]:
+        """Totals as a dict, for logs and reports."""
+        return {"model": self.model, "requests": self.requests,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd}  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"UsageMeter({self.summary()})"
+
+
+def _usage_of(raw_usage: Any) -> Usage:
+    """Usage from a completion's ``usage`` (object or dict); zeros when absent."""
+    if raw_usage is None:
+        return Usage()
+    get = raw_usage.get if isinstance(raw_usage, dict) else lambda k: getattr(raw_usage, k, 0)
+    return Usage(int(get("prompt_tokens") or 0), int(get("completion_tokens") or 0))
+
+
+def _retryable(err: BaseException) -> bool:
+    """Timeouts, connection errors, 408/409/429 and 5xx are worth another try."""
+    if isinstance(err, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(err, openai.APIStatusError):
+        return err.status_code in (408, 409, 429) or err.status_code >= 500
+    return False
+
+
+def _retry_after(err: BaseException | None) -> float | None:
+    """Seconds the server asked to wait (``retry-after-ms`` or ``Retry-After``), if any."""
+    if not isinstance(err, openai.APIStatusError):
+        return None
+    headers = err.response.headers
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            parsed = email.utils.parsedate_tz(value)  # HTTP-date form
+            if parsed is not None:
+                return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+    return None
+
+
+def _make_client(base_url: str | None, api_key_env: str, timeout: float) -> openai.OpenAI:
+    """An ``openai.OpenAI`` client with its own retries off (ours are counted and logged)."""
+    key = os.environ.get(api_key_env)
+    if not key and base_url is None:
+        raise ValueError(f"set the environment variable {api_key_env} to an API key, "
+                         "or pass base_url for a local OpenAI-compatible server")  # fmt: skip
+    return openai.OpenAI(api_key=key or "EMPTY", base_url=base_url, timeout=timeout,
+                         max_retries=0)  # fmt: skip
+
+
+def _scrub(text: str, api_key_env: str) -> str:
+    """``text`` with the API key (if it somehow appears, e.g. echoed by a server) masked."""
+    key = os.environ.get(api_key_env)
+    return text.replace(key, "***") if key and len(key) >= 8 else text
+
+
+class OpenAIJudge:
+    """GPT-4.1 (or any OpenAI-compatible chat model) applying the guideline, temperature 0.
+
+    Args:
+        model: model id sent to the endpoint (also the default ``name``).
+        base_url: endpoint, e.g. ``http://localhost:8000/v1`` for vLLM; None: OpenAI.
+        api_key_env: environment variable holding the key (a local server may have none).
+        temperature: sampling temperature.
+        max_tokens: answer budget (the answer is one short sentence); None: server default.
+        max_concurrency: requests in flight (thread pool size).
+        timeout: seconds per HTTP request.
+        max_retries: extra tries of one request on 408/409/429/5xx, timeout, connection error.
+        parse_retries: re-asks when an answer has no valid 1..5 score.
+        backoff_base: first backoff in seconds; doubles per retry, "equal jitter" (half
+            fixed, half random), capped at ``backoff_max``. A ``Retry-After`` header wins
+            (capped at ``max_retry_after``).
+        backoff_max: longest backoff without ``Retry-After``.
+        max_retry_after: longest ``Retry-After`` honoured.
+        prices: USD per 1M (input, output) tokens by model; None: :data:`PRICES_PER_MTOK`.
+        name: the judge's name in cache keys and reports; None: ``model``. Change it when
+            a setting that changes answers (temperature, endpoint) changes.
+        progress: show a tqdm bar over items.
+    """
+
+    def __init__(self, model: str = "gpt-4.1", base_url: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", temperature: float = 0.0,
+                 max_tokens: int | None = 256, max_concurrency: int = 8, timeout: float = 60.0,
+                 max_retries: int = 5, parse_retries: int = 2, backoff_base: float = 0.5,
+                 backoff_max: float = 30.0, max_retry_after: float = 120.0,
+                 prices: dict[str, tuple[float, float]] | None = None, name: str | None = None,
+                 progress: bool = True) -> None:  # fmt: skip
+        if max_concurrency < 1 or max_retries < 0 or parse_retries < 0:
+            raise ValueError("OpenAIJudge: max_concurrency must be ≥ 1, max_retries and "
+                             "parse_retries ≥ 0")  # fmt: skip
+        self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self.max_concurrency, self.timeout = max_concurrency, timeout
+        self.max_retries, self.parse_retries = max_retries, parse_retries
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.max_retry_after = max_retry_after
+        self.name = name or model
+        self.progress = progress
+        self.meter = UsageMeter(model, prices)
+        self._client: openai.OpenAI | None = None
+        self._client_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"OpenAIJudge(name={self.name!r}, model={self.model!r}, "
+                f"base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
+                f"temperature={self.temperature}, "
+                f"max_concurrency={self.max_concurrency})")  # fmt: skip
+
+    @property
+    def client(self) -> openai.OpenAI:
+        """The ``openai.OpenAI`` client, made on first use (reads the key then)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = _make_client(self.base_url, self.api_key_env, self.timeout)
+            return self._client
+
+    # ---- one request with retries --------------------------------------------------------
+    def _delay(self, err: BaseException, retry: int) -> float:
+        """Seconds before retry ``retry`` (1, 2, …): ``Retry-After``, else backoff + jitter."""
+        delay = _retry_after(err)
+        if delay is not None:
+            return min(delay, self.max_retry_after)
+        step = min(self.backoff_base * 2 ** (retry - 1), self.backoff_max)
+        return step / 2 + random.uniform(0, step / 2)
+
+    def _create(self, key: str, messages: list[dict[str, str]], tries: list[int]) -> Any:
+        """One chat completion, retried; ``tries[0]`` counts the HTTP requests made.
+
+        The retry loop is ours, not the client's (its ``max_retries`` is 0), so every try is
+        counted and logged and the backoff base is configurable.
+        """
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages,
+                                  "temperature": self.temperature}  # fmt: skip
+        if self.max_tokens is not None:
+            kwargs["max_tokens"] = self.max_tokens
+        for retry in range(self.max_retries + 1):
+            tries[0] += 1
+            try:
+                return self.client.chat.completions.create(**kwargs)
+            except openai.OpenAIError as err:
+                if retry == self.max_retries or not _retryable(err):
+                    raise
+                delay = self._delay(err, retry + 1)
+                log.warning("judge %s: item %s: %s (try %d of %d); retrying in %.2f s",
+                            self.name, key, type(err).__name__, retry + 1,
+                            self.max_retries + 1, delay)  # fmt: skip
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # ---- one item, with re-asks ----------------------------------------------------------
+    def score_one(self, item: JudgeItem) -> Judgement:
+        """Judge one item: its prompt is built here, fresh; never reused from another item."""
+        base = build_messages(item)
+        messages, tries, usage, text = base, [0], Usage(), ""
+        for ask in range(self.parse_retries + 1):
+            try:
+                reply = self._create(item.key, messages, tries)
+            except FATAL_ERRORS as err:
+                raise RuntimeError(
+                    f"judge {self.name}: {type(err).__name__} from {self.base_url or 'OpenAI'}; "
+                    f"check the model id, base_url and the key in ${self.api_key_env}"
+                ) from err
+            except openai.OpenAIError as err:
+                error = _scrub(f"{type(err).__name__}: {err}", self.api_key_env)
+                log.warning("judge %s: item %s failed: %s", self.name, item.key, error)
+                return Judgement(score=None, raw=text, attempts=tries[0], usage=usage,
+                                 error=error)  # fmt: skip
+            got = _usage_of(getattr(reply, "usage", None))
+            usage += got
+            self.meter.add(got)
+            text = (reply.choices[0].message.content or "") if reply.choices else ""
+            score, reason = parse_score(text)
+            if score is not None:
+                return Judgement(score=score, reason=reason, raw=text, attempts=tries[0],
+                                 usage=usage)  # fmt: skip
+            log.info("judge %s: item %s: no 1..5 score in answer %d", self.name, item.key, ask + 1)
+            messages = [*base, {"role": "assistant", "content": text},
+                        {"role": "user", "content": REASK}]  # fmt: skip
+        log.warning("judge %s: item %s: parse failure after %d answers; raw: %.200r",
+                    self.name, item.key, self.parse_retries + 1, text)  # fmt: skip
+        return Judgement(score=None, raw=text, parse_failed=True, attempts=tries[0], usage=usage)
+
+    # ---- many items ----------------------------------------------------------------------
+    def score(self, items: Sequence[JudgeItem], on_result: OnResult | None = None
+              ) -> list[Judgement]:  # fmt: skip
+        """Judge ``items`` concurrently; results in input order, each reported when done.
+
+        On an exception (a fatal API error, Ctrl-C, an ``on_result`` error) no new request
+        starts and the exception propagates; requests already in flight finish (and reach
+        ``on_result``) before the interpreter exits, so a cache loses none of them.
+        """
+        items = list(items)
+        if not items:
+            return []
+        self.client  # noqa: B018 - fail on a missing key before starting threads
+        results: list[Judgement | None] = [None] * len(items)
+        stop = threading.Event()  # set on the first exception: start no new paid request
+
+        def work(i: int) -> Judgement | None:
+            if stop.is_set():
+                return None
+            try:
+                judgement = self.score_one(items[i])
+                if on_result is not None:
+                    on_result(i, judgement)
+            except BaseException:
+                stop.set()
+                raise
+            return judgement
+
+        pool = ThreadPoolExecutor(min(self.max_concurrency, len(items)), "judge")
+        bar = tqdm(total=len(items), desc=f"judge {self.name}", unit="item",
+                   disable=not self.progress)  # fmt: skip
+        try:
+            futures = {pool.submit(work, i): i for i in range(len(items))}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update()
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            bar.close()
+        pool.shutdown()
+        log.info("judge %s: %s", self.name, self.meter.summary())
+        return results  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------ Batch API
+@dataclass
+class BatchReport:
+    """What came back from a batch: ids missing, failed (status ≠ 200 or error), unparsed."""
+
+    total: int = 0
+    scored: int = 0
+    missing: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    parse_failed: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # custom_ids not among the items
+    duplicates: list[str] = field(default_factory=list)  # custom_ids answered twice (1st kept)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Sizes of every list, plus total and scored."""
+        return {"total": self.total, "scored": self.scored,
+                **{f.name: len(getattr(self, f.name)) for f in dataclasses.fields(self)
+                   if f.name not in ("total", "scored")}}  # fmt: skip
+
+    @property
+    def retry_keys(self) -> list[str]:
+        """Item keys worth resubmitting: missing, failed and parse-failed."""
+        return self.missing + self.failed + self.parse_failed
+
+
+class BatchResults(list):
+    """The judgements of a batch (a ``list[Judgement]`` in item order) with its ``report``."""
+
+    def __init__(self, judgements: list[Judgement], report: BatchReport) -> None:
+        super().__init__(judgements)
+        self.report = report
+
+
+def check_unique_keys(items: Sequence[JudgeItem]) -> dict[str, int]:
+    """Map key → index; raises ``ValueError`` naming duplicated keys (custom ids)."""
+    index: dict[str, int] = {}
+    dups = sorted({it.key for i, it in enumerate(items) if index.setdefault(it.key, i) != i})
+    if dups:
+        more = " …" if len(dups) > 10 else ""
+        raise ValueError(f"duplicate JudgeItem keys {dups[:10]}{more}: a Batch API custom_id "
+                         "must be unique; make the keys unique")  # fmt: skip
+    return index
+
+
+class OpenAIBatchJudge:
+    """The guideline through the OpenAI Batch API (half price, results within 24 h).
+
+    The core is offline: :meth:`write_requests` → (upload, wait) → :meth:`read_results`.
+    :meth:`submit`, :meth:`poll` and :meth:`score` drive the upload and wait with the
+    client's files/batches API. No re-asks are possible: parse failures and failed or
+    missing ids are listed in the :class:`BatchReport` (``retry_keys``) for a rerun.
+    """
+
+    def __init__(self, model: str = "gpt-4.1", base_url: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", temperature: float = 0.0,
+                 max_tokens: int | None = 256, workdir: str | None = None,
+                 poll_interval: float = 60.0, timeout: float = 60.0,
+                 prices: dict[str, tuple[float, float]] | None = None,
+                 name: str | None = None) -> None:  # fmt: skip
+        self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self.workdir, self.poll_interval, self.timeout = workdir, poll_interval, timeout
+        self.name = name or model
+        self.meter = UsageMeter(model, prices, discount=BATCH_DISCOUNT)
+        self._client: openai.OpenAI | None = None
+
+    def __repr__(self) -> str:
+        return (f"OpenAIBatchJudge(name={self.name!r}, model={self.model!r}, "
+                f"base_url={self.base_url!r}, api_key_env={self.api_key_env!r})")  # fmt: skip
+
+    @property
+    def client(self) -> openai.OpenAI:
+        """The ``openai.OpenAI`` client, made on first use."""
+        if self._client is None:
+            self._client = _make_client(self.base_url, self.api_key_env, self.timeout)
+        return self._client
+
+    def request(self, item: JudgeItem) -> dict[str, Any]:
+        """The Batch API request line of one item (custom_id = item key)."""
+        body: dict[str, Any] = {"model": self.model, "messages": build_messages(item),
+                                "temperature": self.temperature}  # fmt: skip
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        return {"custom_id": item.key, "method": "POST", "url": "/v1/chat/completions",
+                "body": body}  # fmt: skip
+
+    def write_requests(self, items: Sequence[JudgeItem], path: str | Path) -> Path:
+        """Write one JSONL request line per item; keys must be unique."""
+        check_unique_keys(items)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as f:
+            for item in items:
+                f.write(json.dumps(self.request(item), ensure_ascii=False) + "\n")
+        return path
+
+    @staticmethod
+    def _rows(path: Path) -> list[dict[str, Any]]:
+        rows = []
+        for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{n}: not a JSON line ({err.msg}); is this a "
+                                     "Batch API output or error file?") from None  # fmt: skip
+        return rows
+
+    def _judgement(self, row: dict[str, Any]) -> Judgement:
+        """One output/error line → Judgement (error set unless status 200 with a body)."""
+        response = row.get("response") or {}
+        status, body = response.get("status_code"), response.get("body") or {}
+        error = row.get("error") or (body.get("error") if isinstance(body, dict) else None)
+        if error or status != 200:
+            message = error.get("message", error) if isinstance(error, dict) else error
+            return Judgement(score=None, attempts=1, error=f"status {status}: {message}")
+        try:
+            text = body["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            return Judgement(score=None, attempts=1, error="status 200 without choices")
+        usage = _usage_of(body.get("usage"))
+        self.meter.add(usage)
+        score, reason = parse_score(text)
+        return Judgement(score=score, reason=reason, raw=text, parse_failed=score is None,
+                         attempts=1, usage=usage)  # fmt: skip
+
+    def read_results(self, items: Sequence[JudgeItem], results_path: str | Path,
+                     errors_path: str | Path | None = None) -> BatchResults:  # fmt: skip
+        """Map every output line back to its item by custom_id; report the rest."""
+        index = check_unique_keys(items)
+        rows: dict[str, dict[str, Any]] = {}
+        report = BatchReport(total=len(items))
+        for path in [results_path] + ([errors_path] if errors_path else []):
+            for row in self._rows(Path(path)):
+                cid = row.get("custom_id")
+                if cid not in index:
+                    report.unknown.append(str(cid))
+                elif cid in rows:
+                    report.duplicates.append(cid)
+                else:
+                    rows[cid] = row
+        judgements = []
+        for item in items:
+            row = rows.get(item.key)
+            if row is None:
+                report.missing.append(item.key)
+                judgements.append(Judgement(score=None, error="missing from the batch output"))
+                continue
+            judgement = self._judgement(row)
+            if judgement.error:
+                report.failed.append(item.key)
+            elif judgement.parse_failed:
+                report.parse_failed.append(item.key)
+            else:
+                report.scored += 1
+            judgements.append(judgement)
+        if report.scored < report.total or report.unknown or report.duplicates:
+            log.warning("batch judge %s: %s", self.name, report.counts)
+        return BatchResults(judgements, report)
+
+    def submit(self, items: Sequence[JudgeItem], workdir: str | Path) -> str:
+        """Write, upload and start a batch; returns the batch id."""
+        path = self.write_requests(items, Path(workdir) / "requests.jsonl")
+        with path.open("rb") as f:
+            uploaded = self.client.files.create(file=f, purpose="batch")
+        batch = self.client.batches.create(input_file_id=uploaded.id, completion_window="24h",
+                                           endpoint="/v1/chat/completions")  # fmt: skip
+        log.info("batch judge %s: submitted %d items as %s", self.name, len(items), batch.id)
+        return batch.id
+
+    def poll(self, batch_id: str, workdir: str | Path) -> tuple[Path, Path | None]:
+        """Wait for the batch to end; download its output (and error) file."""
+        done = ("completed", "failed", "expired", "cancelled")
+        while (batch := self.client.batches.retrieve(batch_id)).status not in done:
+            log.info("batch %s: %s %s", batch_id, batch.status, batch.request_counts)
+            time.sleep(self.poll_interval)
+        if batch.status == "failed" and not batch.output_file_id:
+            raise RuntimeError(f"batch {batch_id} failed: {batch.errors}")
+        output = Path(workdir) / f"{batch_id}_output.jsonl"
+        # No output file (expired with nothing done): an empty one, every id reported missing.
+        fid = batch.output_file_id
+        output.write_bytes(self.client.files.content(fid).read() if fid else b"")
+        errors = None
+        if batch.error_file_id:
+            errors = Path(workdir) / f"{batch_id}_errors.jsonl"
+            errors.write_bytes(self.client.files.content(batch.error_file_id).read())
+        return output, errors
+
+    def score(self, items: Sequence[JudgeItem], on_result: OnResult | None = None
+              ) -> list[Judgement]:  # fmt: skip
+        """Submit, wait (up to the 24 h window) and read back; blocks until the batch ends."""
+        workdir = Path(self.workdir or tempfile.mkdtemp(prefix="judge_batch_"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        results = self.read_results(items, *self.poll(self.submit(items, workdir), workdir))
+        for i, judgement in enumerate(results):
+            if on_result is not None:
+                on_result(i, judgement)
+        return results
+
+
+# ---------------------------------------------------------------------------- registry
+#: Judges by config name. ``paras2s bench`` chooses from
+#: :data:`paras2s_pl.bench.backends.REGISTRIES` ``["judge"]``, which adds the offline
+#: rubric judge as "rubric" (it imports this module, so it cannot be listed here).
+JUDGES: dict[str, type] = {"openai": OpenAIJudge, "openai_batch": OpenAIBatchJudge}
+
+
+# ------------------------------------------------------------------------------- cache
+class CachedJudge:
+    """Any judge behind an SQLite cache keyed by ``(judge.name, sha256(messages))``.
+
+    Format: ``<cache_dir>/judgements.sqlite``, WAL journal, ``synchronous=FULL``, one
+    autocommitted row per finished call — written from ``on_result`` the moment a call
+    ends, so SIGKILL or Ctrl-C loses none. Hits come back with ``cached=True``. Parse
+    failures are cached too (a rerun does not pay again) unless ``retry_failures``; request
+    errors (``error`` set) are never cached. Identical prompts in one run are sent once.
+    """
+
+    SCHEMA = """CREATE TABLE IF NOT EXISTS judgements (
+        judge TEXT NOT NULL, prompt_sha256 TEXT NOT NULL, item_key TEXT NOT NULL,
+        score INTEGER, reason TEXT NOT NULL, raw TEXT NOT NULL, parse_failed INTEGER NOT NULL,
+        attempts INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL, created REAL NOT NULL,
+        PRIMARY KEY (judge, prompt_sha256))"""
+    COLUMNS = ("score", "reason", "raw", "parse_failed", "attempts", "prompt_tokens",
+               "completion_tokens")  # fmt: skip
+
+    def __init__(self, judge: Judge, cache_dir: str | Path, retry_failures: bool = False,
+                 filename: str = "judgements.sqlite") -> None:  # fmt: skip
+        self.judge, self.retry_failures = judge, retry_failures
+        self.path = Path(cache_dir) / filename
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                   timeout=30.0)  # fmt: skip
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(self.SCHEMA)
+
+    @property
+    def name(self) -> str:
+        """The wrapped judge's name."""
+        return self.judge.name
+
+    def __repr__(self) -> str:
+        return f"CachedJudge({self.judge!r}, path={str(self.path)!r})"
+
+    def close(self) -> None:
+        """Close the database (finished rows are already on disk)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> CachedJudge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, sha: str) -> Judgement | None:
+        """The cached judgement of a prompt hash, or None."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(self.COLUMNS)} FROM judgements "
+                "WHERE judge = ? AND prompt_sha256 = ?", (self.name, sha)).fetchone()  # fmt: skip
+        if row is None:
+            return None
+        score, reason, raw, failed, attempts, p_tok, c_tok = row
+        return Judgement(score=score, reason=reason, raw=raw, parse_failed=bool(failed),
+                         attempts=attempts, usage=Usage(p_tok, c_tok), cached=True)  # fmt: skip
+
+    def put(self, sha: str, key: str, j: Judgement) -> None:
+        """Commit one finished judgement (errors are not stored)."""
+        if j.error is not None:
+            return
+        u = j.usage
+        values = (self.name, sha, key, j.score, j.reason, j.raw, int(j.parse_failed),
+                  j.attempts, u.prompt_tokens, u.completion_tokens, time.time())  # fmt: skip
+        with self._lock:
+            self._db.execute(f"INSERT OR REPLACE INTO judgements VALUES ({', '.join('?' * 11)})",
+                             values)  # fmt: skip
+
+    def score(self, items: Sequence[JudgeItem], on_result: OnResult | None = None
+              ) -> list[Judgement]:  # fmt: skip
+        """Serve hits from disk, send the misses (each unique prompt once) to the judge."""
+        items = list(items)
+        shas = [prompt_sha256(it) for it in items]
+        results: list[Judgement | None] = [None] * len(items)
+        todo: dict[str, list[int]] = {}  # prompt hash → item indices sharing it
+        for i, sha in enumerate(shas):
+            hit = self.get(sha) if sha not in todo else None
+            if hit is not None and not (hit.parse_failed and self.retry_failures):
+                results[i] = hit
+                if on_result is not None:
+                    on_result(i, hit)
+            else:
+                todo.setdefault(sha, []).append(i)
+        unique = [items[indices[0]] for indices in todo.values()]
+        groups = list(todo.values())
+        n_todo = sum(map(len, groups))
+        log.info("judge %s: %d cached, %d to score (%d unique prompts)", self.name,
+                 len(items) - n_todo, n_todo, len(unique))  # fmt: skip
+
+        def store(j: int, judgement: Judgement) -> None:
+            first = groups[j][0]
+            self.put(shas[first], items[first].key, judgement)
+            for i in groups[j]:
+                results[i] = judgement
+                if on_result is not None:
+                    on_result(i, judgement)
+
+        if unique:
+            returned = self.judge.score(unique, on_result=store)
+            for j, judgement in enumerate(returned):  # a judge that skipped on_result
+                if results[groups[j][0]] is None:
+                    store(j, judgement)
+        return results  # type: ignore[return-value]

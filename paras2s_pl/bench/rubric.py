@@ -1,0 +1,243 @@
+"""The rubric judge: the guideline's five levels as transparent rules (offline stand-in).
+
+**A stand-in for the LLM judge**, marked so in every report. It reads what an LLM judge
+reads — the query's label, the response transcript and the response tone — and applies
+the guideline (paper §A.11.5) in three steps:
+
+1. *Content*: which label's cue words the response carries (:data:`CUES`). ``match``
+   when the query label's cues win; ``reverse`` when the winner is on the other side of
+   the label (:data:`OPPOSITE`: joy for a sad user, thanks for a sarcastic compliment, a
+   guardian redirect for an adult, items of the other gender); ``wrong`` when another
+   label of the same side wins (a fearful user answered as if sad); ``generic`` when no
+   cue is found.
+2. *Tone*: the first word of the caption, graded against the label (:data:`TONE_FIT`,
+   :data:`TONE_REVERSE`): ``fit`` enhances, ``reverse`` is jarring (a cheerful voice to a
+   sad user; an angry, sarcastic or disgusted voice to anyone), else ``plain``.
+3. *Level*:
+
+   ========== ===== ====== ======== =================================================
+   content    fit   plain  reverse  guideline level
+   ========== ===== ====== ======== =================================================
+   match      5     4      3        5 enhanced / 4 no enhancement / tone undercuts it
+   generic    3     3 (2)  1        3 average; 2 flat reply to an emotional user;
+                                    1 reverse empathy by tone
+   wrong      2     2      1        2 wrong emotion identified
+   reverse    1     1      1        1 reverse empathy, wrong-gender items, praise
+                                    taken as complaint (or the reverse)
+   ========== ===== ====== ======== =================================================
+
+Cue words are matched on normalised transcripts (lower case, no punctuation), so ASR
+output works; the lists were written from the guideline's examples and checked against
+the mini-world reference replies (``tests/test_bench.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from paras2s_pl.bench.judges import Judgement, OnResult
+from paras2s_pl.bench.prompt import JudgeItem
+
+#: Cue phrases a response offers for each query label (matched as whole words/phrases).
+CUES: dict[str, tuple[str, ...]] = {
+    "happy": ("congratulations", "congrats", "wonderful", "exciting", "great", "nice",
+              "fantastic", "enjoy", "so happy for you", "proud", "fun", "lovely", "awesome",
+              "amazing", "treat", "delightful", "celebrate", "brilliant", "incredible", "honor",
+              "can't wait", "yay", "shiny", "highlight", "delicious", "lucky", "perfect",
+              "thrilled", "sweet", "what a happy", "adventure"),
+    "surprised": ("wow", "no way", "unexpected", "out of nowhere", "what a surprise", "curious",
+                  "i wonder", "really", "who would have", "did not see", "didn't see",
+                  "surprising", "surprise", "whoa", "how did", "discovery", "i bet",
+                  "out of the blue", "can't believe", "how on earth", "what happened"),
+    "sad": ("sorry", "hard", "tough", "loss", "losing", "miss", "memories", "here for you",
+            "natural to", "makes sense", "take your time", "heavy", "goodbye", "sad",
+            "grieve", "lonely", "empty", "weighing on you", "heal", "keep her close",
+            "keep in touch", "cherish", "disappointing", "when you're ready"),
+    "angry": ("frustrat", "infuriating", "unfair", "not fair", "fed up", "annoying",
+              "let's fix", "let's sort", "complaint", "report", "escalate", "manager",
+              "calm talk", "calmly", "understandable", "maddening", "refund", "anyone would",
+              "would frustrate", "without being asked", "unacceptable", "out of line",
+              "stand up for", "upset"),
+    "fear": ("safe", "don't worry", "do not worry", "scary", "nervous", "nerve", "unsettling",
+             "emergency", "breathe", "breaths", "you'll be okay", "you will be okay", "reassur",
+             "step by step", "lock", "worried", "anxious", "protected", "startling",
+             "pressure", "cautious", "prepared", "prepare", "overwhelming", "you can do it",
+             "normal", "recovered", "don't panic", "careful", "caught this early"),
+    "disgust": ("gross", "ugh", "unpleasant", "yuck", "stomach", "smell", "awful", "nasty",
+                "off-putting", "revolting", "ew", "skin crawl", "not for you", "oof", "polite"),
+    "sincere": ("thank", "glad", "happy to help", "my pleasure", "you're welcome", "so nice",
+                "appreciate", "means a lot", "delighted", "enjoy", "great", "wonderful",
+                "awesome", "fantastic", "amazing", "lovely", "nice", "congratulations",
+                "how fun", "so sweet", "thrilled", "yay", "keep it up", "good luck"),
+    "sarcastic": ("sorry", "apolog", "my mistake", "didn't go", "did not go", "went wrong",
+                  "not what you", "let me fix", "i'll fix", "make it right", "missed",
+                  "didn't work", "fell short", "frustrat", "disappoint", "what went wrong",
+                  "let's try", "do better", "hassle", "not ideal", "oh no", "should have",
+                  "next time", "instead", "doesn't sound", "wasn't", "let me"),
+    # Age is asymmetric (see _age_counts): a reply either redirects a child or it does not.
+    "child": ("parent", "guardian", "grown up", "grown-up", "grownup", "adult you trust",
+              "trusted adult", "ask an adult", "mom", "dad", "teacher", "too young",
+              "kids", "stay safe", "not safe", "strangers", "counselor", "family movie",
+              "nightmares", "made for adults", "for kids", "safe way", "brave", "older"),
+    "adult": (),
+    "male": ("men's", "mens", "men", "man", "man's", "his", "beard", "shave", "razor", "suit",
+             "tie", "trunks", "boxers", "cologne", "oxford", "polo", "chinos", "blazer",
+             "aftershave", "prostate", "testosterone", "briefs", "board shorts", "crew cut",
+             "kurta", "sherwani", "patka", "henley", "bomber", "trim", "clippers", "fade",
+             "crop", "finasteride", "minoxidil", "chronograph", "wallet", "signet",
+             "selvedge", "chukka", "quarter zip", "camp collar", "flannel", "crew neck"),
+    "female": ("women's", "womens", "women", "woman", "woman's", "her", "dress", "skirt",
+               "heels", "bra", "makeup", "mascara", "lipstick", "bikini", "one-piece",
+               "one piece", "blouse", "earrings", "perfume", "leggings", "mammogram", "pap",
+               "midi", "flats", "handbag", "period", "pregnan", "sundress", "sandals",
+               "tweezers", "brow pencil", "concealer", "eye cream", "wrap", "crossbody",
+               "nightgown", "satin", "lob", "bob", "scrunchie", "split ends", "curling wand",
+               "flat iron", "highlights", "diffuser", "high waisted", "ankle boots", "headscarf",
+               "cover your hair"),
+}
+#: A reply to an age query of at least this many words without a child cue is adult help.
+ADULT_MIN_WORDS = 6
+
+#: Labels on the other side of each label: their cues answer the query the wrong way round.
+OPPOSITE: dict[str, frozenset[str]] = {
+    "happy": frozenset({"sad", "angry", "fear", "disgust", "sarcastic"}),
+    "surprised": frozenset({"sad", "angry", "fear", "disgust", "sarcastic"}),
+    "sad": frozenset({"happy", "surprised", "sincere"}),
+    "angry": frozenset({"happy", "surprised", "sincere"}),
+    "fear": frozenset({"happy", "surprised", "sincere"}),
+    "disgust": frozenset({"happy", "surprised", "sincere"}),
+    "sincere": frozenset({"sarcastic"}),
+    "sarcastic": frozenset({"sincere", "happy"}),
+    "child": frozenset({"adult"}),
+    "adult": frozenset({"child"}),
+    "male": frozenset({"female"}),
+    "female": frozenset({"male"}),
+}
+
+#: Labels whose cues are compared for each query label (its category's other labels).
+RIVALS: dict[str, tuple[str, ...]] = {
+    **{e: ("happy", "surprised", "sad", "angry", "fear", "disgust")
+       for e in ("happy", "surprised", "sad", "angry", "fear", "disgust")},
+    "sincere": ("sincere", "sarcastic"),
+    "sarcastic": ("sincere", "sarcastic"),
+    "child": ("child", "adult"),
+    "adult": ("child", "adult"),
+    "male": ("male", "female"),
+    "female": ("male", "female"),
+}
+
+#: Caption tone words that enhance a reply to each label (guideline rules 2-3).
+TONE_FIT: dict[str, frozenset[str]] = {
+    "happy": frozenset({"cheerful", "excited"}),
+    "surprised": frozenset({"excited", "cheerful"}),
+    "sad": frozenset({"soft", "sad", "calm"}),
+    "angry": frozenset({"calm", "soft", "serious"}),
+    "fear": frozenset({"calm", "soft"}),
+    "disgust": frozenset({"soft", "calm", "sad", "serious"}),
+    "sincere": frozenset({"cheerful", "excited"}),
+    "sarcastic": frozenset({"soft", "calm", "serious"}),
+    "child": frozenset({"calm", "soft", "cheerful", "serious"}),
+    "adult": frozenset({"cheerful"}),
+    "male": frozenset({"cheerful"}),
+    "female": frozenset({"cheerful"}),
+}
+#: Tones that never suit an assistant, whatever the query.
+HOSTILE_TONES = frozenset({"angry", "sarcastic", "disgusted"})
+TONE_REVERSE: dict[str, frozenset[str]] = {
+    **{e: frozenset({"sad"}) for e in ("happy", "surprised", "sincere")},
+    **{e: frozenset({"cheerful", "excited"}) for e in ("sad", "angry", "fear", "disgust",
+                                                       "sarcastic")},
+}
+#: Labels whose users expect emotional feedback: a flat reply with no cue scores 2.
+EMOTIONAL = frozenset({"sad", "angry", "fear", "disgust"})
+FLAT_TONES = frozenset({"neutral", "serious", "flat"})
+
+LEVELS: dict[tuple[str, str], int] = {
+    ("match", "fit"): 5, ("match", "plain"): 4, ("match", "reverse"): 3,
+    ("generic", "fit"): 3, ("generic", "plain"): 3, ("generic", "reverse"): 1,
+    ("wrong", "fit"): 2, ("wrong", "plain"): 2, ("wrong", "reverse"): 1,
+    ("reverse", "fit"): 1, ("reverse", "plain"): 1, ("reverse", "reverse"): 1,
+}  # fmt: skip
+
+
+def normalise(text: str) -> str:
+    """Lower case, apostrophes kept, other punctuation to spaces, single spaces."""
+    return " " + re.sub(r"[^a-z0-9' -]+", " ", text.lower()).replace("  ", " ").strip() + " "
+
+
+def cue_counts(text: str, styles: Sequence[str]) -> dict[str, int]:
+    """How many cue phrases of each label occur in ``text`` (phrases match word-initially)."""
+    norm = normalise(text)
+    return {s: sum(bool(re.search(r"(?<![a-z'])" + re.escape(c), norm)) for c in CUES[s])
+            for s in styles}
+
+
+def _age_counts(text: str) -> dict[str, int]:
+    """Child cues (caution, guardian redirect) or, lacking them, substantive adult help."""
+    child = cue_counts(text, ("child",))["child"]
+    adult = int(child == 0 and len(normalise(text).split()) >= ADULT_MIN_WORDS)
+    return {"child": child, "adult": adult}
+
+
+def content_verdict(style: str, text: str) -> str:
+    """``match``, ``wrong``, ``reverse`` or ``generic`` (see the module docstring)."""
+    if style in ("child", "adult"):
+        counts = _age_counts(text)
+    else:
+        counts = cue_counts(text, tuple(dict.fromkeys((*RIVALS[style], *OPPOSITE[style]))))
+    best = max(counts.values())
+    if best == 0:
+        return "generic"
+    winners = {s for s, n in counts.items() if n == best}
+    if style in winners:
+        return "match"
+    return "reverse" if winners & OPPOSITE[style] else "wrong"
+
+
+def tone_word(tone: str) -> str:
+    """The caption's tone word: its first word, lower case (``"cheerful (female …)"``)."""
+    words = re.findall(r"[a-z]+", tone.lower())
+    return words[0] if words else "unknown"
+
+
+def tone_verdict(style: str, tone: str) -> str:
+    """``fit``, ``plain`` or ``reverse`` for the response tone against the query label."""
+    word = tone_word(tone)
+    if word in HOSTILE_TONES or word in TONE_REVERSE.get(style, ()):
+        return "reverse"
+    return "fit" if word in TONE_FIT[style] else "plain"
+
+
+def rubric_score(style: str, response_text: str, response_tone: str) -> tuple[int, str]:
+    """The level and a one-line reason for one response to a query labelled ``style``."""
+    content = content_verdict(style, response_text)
+    tone = tone_verdict(style, response_tone)
+    score = LEVELS[(content, tone)]
+    if content == "generic" and tone == "plain" and style in EMOTIONAL and (
+        tone_word(response_tone) in FLAT_TONES
+    ):
+        score = 2  # "a flat response to a sad question"
+    reason = (f"content {content} for a {style} user, tone {tone_word(response_tone)!r} "
+              f"is {tone} (rubric stand-in)")
+    return score, reason
+
+
+class RubricJudge:
+    """Offline rule-based judge (the embedded default); a stand-in for the LLM judge."""
+
+    name = "rubric-v1"
+    stand_in = True
+
+    def score(self, items: Sequence[JudgeItem], on_result: OnResult | None = None
+              ) -> list[Judgement]:  # fmt: skip
+        """Score every item by :func:`rubric_score`."""
+        out = []
+        for i, item in enumerate(items):
+            score, reason = rubric_score(item.style, item.response_text, item.response_tone)
+            judgement = Judgement(score=score, reason=reason,
+                                  raw=f"The reason is {reason}; The score is {score}.")
+            if on_result is not None:
+                on_result(i, judgement)
+            out.append(judgement)
+        return out
