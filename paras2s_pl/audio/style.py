@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from scipy.signal import find_peaks
 
 from paras2s_pl.audio.io import encode_audio, resample, to_mono
 from paras2s_pl.audio.prosody import SILENCE_DB, Tracks, frame_tracks, semitones, summarize
+from paras2s_pl.llm import make_openai_client
 
 log = logging.getLogger(__name__)
 
@@ -543,20 +543,8 @@ class OpenAIAudioCaptioner(_PromptedCaptioner):
     def client(self) -> Any:
         """The ``openai.OpenAI`` client, made on first use."""
         if self._client is None:
-            import openai
-
-            key = os.environ.get(self.api_key_env)
-            if not key and self.base_url is None:
-                raise ValueError(
-                    f"set the environment variable {self.api_key_env} "
-                    "to an API key, or pass base_url for a local server"
-                )
-            self._client = openai.OpenAI(
-                api_key=key or "EMPTY",
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-            )
+            self._client = make_openai_client(self.base_url, self.api_key_env, self.timeout,
+                                              self.max_retries)
         return self._client
 
     def _generate(self, wavs: list[np.ndarray]) -> list[str]:

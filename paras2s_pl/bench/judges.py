@@ -49,6 +49,8 @@ from tqdm.auto import tqdm
 
 from paras2s_pl.bench.parse import parse_score
 from paras2s_pl.bench.prompt import JudgeItem, build_messages, prompt_sha256
+from paras2s_pl.jsonl import read_jsonl
+from paras2s_pl.llm import make_openai_client
 
 log = logging.getLogger(__name__)
 
@@ -198,13 +200,8 @@ def _retry_after(err: BaseException | None) -> float | None:
 
 
 def _make_client(base_url: str | None, api_key_env: str, timeout: float) -> openai.OpenAI:
-    """An ``openai.OpenAI`` client with its own retries off (ours are counted and logged)."""
-    key = os.environ.get(api_key_env)
-    if not key and base_url is None:
-        raise ValueError(f"set the environment variable {api_key_env} to an API key, "
-                         "or pass base_url for a local OpenAI-compatible server")  # fmt: skip
-    return openai.OpenAI(api_key=key or "EMPTY", base_url=base_url, timeout=timeout,
-                         max_retries=0)  # fmt: skip
+    """The shared client with its own retries off (ours are counted and logged)."""
+    return make_openai_client(base_url, api_key_env, timeout, max_retries=0)
 
 
 def _scrub(text: str, api_key_env: str) -> str:
@@ -485,15 +482,7 @@ class OpenAIBatchJudge:
 
     @staticmethod
     def _rows(path: Path) -> list[dict[str, Any]]:
-        rows = []
-        for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{n}: not a JSON line ({err.msg}); is this a "
-                                     "Batch API output or error file?") from None  # fmt: skip
-        return rows
+        return read_jsonl(path, "; is this a Batch API output or error file?")
 
     def _judgement(self, row: dict[str, Any]) -> Judgement:
         """One output/error line → Judgement (error set unless status 200 with a body)."""

@@ -50,6 +50,7 @@ from paras2s_pl.data import labels
 from paras2s_pl.data.schema import QueryMeta, Sample
 from paras2s_pl.data.seed import SeedItem, load_seed
 from paras2s_pl.data.shards import ShardDataset
+from paras2s_pl.llm import make_openai_client
 
 log = logging.getLogger(__name__)
 
@@ -158,20 +159,8 @@ class OpenAIResponder:
     def client(self) -> Any:
         """The ``openai.OpenAI`` client, made on first use (the key is read then)."""
         if self._client is None:
-            import openai
-
-            key = os.environ.get(self.api_key_env)
-            if not key and self.base_url is None:
-                raise ValueError(
-                    f"set the environment variable {self.api_key_env} to an API "
-                    "key, or pass base_url for a local server"
-                )
-            self._client = openai.OpenAI(
-                api_key=key or "EMPTY",
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-            )
+            self._client = make_openai_client(self.base_url, self.api_key_env, self.timeout,
+                                              self.max_retries)
         return self._client
 
     def prompt(self, transcript: str, style_label: str | None) -> str:

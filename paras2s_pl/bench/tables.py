@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from paras2s_pl.data import labels
+from paras2s_pl.jsonl import read_jsonl
 
 DASH = "–"
 HIGH, LOW = 4, 2  # pair analysis thresholds
@@ -81,18 +82,6 @@ class SystemRun:
     def judge(self) -> dict[str, Any]:
         """The judge entry of the summary (name, stand_in), or unknown."""
         return self.summary.get("judge") or {"name": "unknown", "stand_in": False}
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a bad line raises naming the file and line."""
-    rows = []
-    for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not a JSON line ({err.msg})") from None
-    return rows
 
 
 def system_order(name: str) -> tuple[int, str]:
