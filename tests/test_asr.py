@@ -268,7 +268,7 @@ def offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
-@pytest.mark.integration  # ~10 s, mostly the first `import transformers` of the session
+@pytest.mark.integration  # 5-10 s, mostly the first `import transformers` of the session
 def test_whisper_tiny_end_to_end(offline, spoken):
     model, processor = tiny_whisper()
     asr = WhisperASR.from_components(model, processor, batch_size=2, max_new_tokens=6)
