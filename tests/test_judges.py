@@ -21,16 +21,9 @@ import pytest
 from judge_server import JudgeServer, NoScore, RateLimited, Score, ServerError, Slow, sha256
 from judge_server import default_score as server_score
 
-from paras2s_pl.bench.judges import (
-    REASK,
-    CachedJudge,
-    Judge,
-    OpenAIBatchJudge,
-    OpenAIJudge,
-    Usage,
-    UsageMeter,
-    check_unique_keys,
-)
+from paras2s_pl.bench.batch import OpenAIBatchJudge, check_unique_keys
+from paras2s_pl.bench.cache import CachedJudge
+from paras2s_pl.bench.judges import REASK, Judge, OpenAIJudge, Usage, UsageMeter
 from paras2s_pl.bench.parse import parse_score
 from paras2s_pl.bench.prompt import (
     JudgeItem,
@@ -319,7 +312,8 @@ def test_cache_is_per_judge_name(server, tmp_path):
 
 CRASH_SCRIPT = textwrap.dedent("""
     import json, sys
-    from paras2s_pl.bench.judges import CachedJudge, OpenAIJudge
+    from paras2s_pl.bench.cache import CachedJudge
+    from paras2s_pl.bench.judges import OpenAIJudge
     from paras2s_pl.bench.prompt import JudgeItem
     items = [JudgeItem(**d) for d in json.load(open(sys.argv[1]))]
     judge = OpenAIJudge(base_url=sys.argv[2], max_concurrency=3, timeout=30, max_retries=0,

@@ -28,11 +28,10 @@ REGISTRIES: dict[str, dict[str, str]] = {
         "audio_llm": "paras2s_pl.audio.style:AudioLLMCaptioner",
         "openai": "paras2s_pl.audio.style:OpenAIAudioCaptioner",
     },
-    # The judges module's own JUDGES map (openai, openai_batch) plus the offline rubric.
     "judge": {
         "rubric": "paras2s_pl.bench.rubric:RubricJudge",
         "openai": "paras2s_pl.bench.judges:OpenAIJudge",
-        "openai_batch": "paras2s_pl.bench.judges:OpenAIBatchJudge",
+        "openai_batch": "paras2s_pl.bench.batch:OpenAIBatchJudge",
     },
     "responder": {
         "seed": "paras2s_pl.bench.systems:SeedResponder",

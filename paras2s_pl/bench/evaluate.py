@@ -20,7 +20,7 @@ Written to ``<out_dir>/<system>/``:
   (after a crash, or with another judge) transcribes nothing twice. ``recompute=True``
   ignores it (do so after changing a backend's *code*, e.g. the captioner's rules).
 
-Judge calls go through :class:`~paras2s_pl.bench.judges.CachedJudge` at
+Judge calls go through :class:`~paras2s_pl.bench.cache.CachedJudge` at
 ``<out_dir>/cache`` (one SQLite file shared by all systems), so a crash or Ctrl-C loses no
 finished call and a rerun sends only what is left. A stand-in judge (``stand_in = True``:
 the offline rubric, free and instant) is not cached, so edits to its rules always show.
@@ -44,7 +44,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from paras2s_pl.audio.io import AudioError, resample
-from paras2s_pl.bench.judges import CachedJudge, Judge, Judgement
+from paras2s_pl.bench.cache import CachedJudge
+from paras2s_pl.bench.judges import Judge, Judgement
 from paras2s_pl.bench.prompt import JudgeItem
 from paras2s_pl.bench.responses import ResponseSource
 from paras2s_pl.data.schema import QueryMeta

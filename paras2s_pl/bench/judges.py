@@ -5,9 +5,9 @@
   a thread pool, retries with exponential backoff + jitter on 408/409/429/5xx, timeouts and
   connection errors (``Retry-After`` honoured), re-asks when the answer has no valid score,
   token usage and estimated cost in a :class:`UsageMeter`.
-* :class:`OpenAIBatchJudge` — the Batch API: :meth:`~OpenAIBatchJudge.write_requests` and
-  :meth:`~OpenAIBatchJudge.read_results` (the core, offline), plus ``submit``/``poll``.
-* :class:`CachedJudge` — wraps any judge with an SQLite cache keyed by
+* :class:`~paras2s_pl.bench.batch.OpenAIBatchJudge` — the Batch API: ``write_requests``
+  and ``read_results`` (the core, offline), plus ``submit``/``poll`` (``batch.py``).
+* :class:`~paras2s_pl.bench.cache.CachedJudge` — wraps any judge with an SQLite cache keyed by
   ``(judge.name, sha256(messages))``; every finished call is committed at once, so a crash
   or Ctrl-C loses none and a rerun pays for nothing already scored.
 
@@ -28,28 +28,22 @@ Tests: ``pytest tests/test_judges.py`` (a local fake server, no network).
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
-import json
 import logging
 import os
 import random
-import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import openai
 from tqdm.auto import tqdm
 
 from paras2s_pl.bench.parse import parse_score
-from paras2s_pl.bench.prompt import JudgeItem, build_messages, prompt_sha256
-from paras2s_pl.jsonl import read_jsonl
+from paras2s_pl.bench.prompt import JudgeItem, build_messages
 from paras2s_pl.llm import make_openai_client
 
 log = logging.getLogger(__name__)
@@ -383,312 +377,3 @@ class OpenAIJudge:
         return results  # type: ignore[return-value]
 
 
-# ------------------------------------------------------------------------------ Batch API
-@dataclass
-class BatchReport:
-    """What came back from a batch: ids missing, failed (status ≠ 200 or error), unparsed."""
-
-    total: int = 0
-    scored: int = 0
-    missing: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    parse_failed: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)  # custom_ids not among the items
-    duplicates: list[str] = field(default_factory=list)  # custom_ids answered twice (1st kept)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Sizes of every list, plus total and scored."""
-        return {"total": self.total, "scored": self.scored,
-                **{f.name: len(getattr(self, f.name)) for f in dataclasses.fields(self)
-                   if f.name not in ("total", "scored")}}  # fmt: skip
-
-    @property
-    def retry_keys(self) -> list[str]:
-        """Item keys worth resubmitting: missing, failed and parse-failed."""
-        return self.missing + self.failed + self.parse_failed
-
-
-class BatchResults(list):
-    """The judgements of a batch (a ``list[Judgement]`` in item order) with its ``report``."""
-
-    def __init__(self, judgements: list[Judgement], report: BatchReport) -> None:
-        super().__init__(judgements)
-        self.report = report
-
-
-def check_unique_keys(items: Sequence[JudgeItem]) -> dict[str, int]:
-    """Map key → index; raises ``ValueError`` naming duplicated keys (custom ids)."""
-    index: dict[str, int] = {}
-    dups = sorted({it.key for i, it in enumerate(items) if index.setdefault(it.key, i) != i})
-    if dups:
-        more = " …" if len(dups) > 10 else ""
-        raise ValueError(f"duplicate JudgeItem keys {dups[:10]}{more}: a Batch API custom_id "
-                         "must be unique; make the keys unique")  # fmt: skip
-    return index
-
-
-class OpenAIBatchJudge:
-    """The guideline through the OpenAI Batch API (half price, results within 24 h).
-
-    The core is offline: :meth:`write_requests` → (upload, wait) → :meth:`read_results`.
-    :meth:`submit`, :meth:`poll` and :meth:`score` drive the upload and wait with the
-    client's files/batches API. No re-asks are possible: parse failures and failed or
-    missing ids are listed in the :class:`BatchReport` (``retry_keys``) for a rerun.
-    """
-
-    def __init__(self, model: str = "gpt-4.1", base_url: str | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", temperature: float = 0.0,
-                 max_tokens: int | None = 256, workdir: str | None = None,
-                 poll_interval: float = 60.0, timeout: float = 60.0,
-                 prices: dict[str, tuple[float, float]] | None = None,
-                 name: str | None = None) -> None:  # fmt: skip
-        self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
-        self.temperature, self.max_tokens = temperature, max_tokens
-        self.workdir, self.poll_interval, self.timeout = workdir, poll_interval, timeout
-        self.name = name or model
-        self.meter = UsageMeter(model, prices, discount=BATCH_DISCOUNT)
-        self._client: openai.OpenAI | None = None
-
-    def __repr__(self) -> str:
-        return (f"OpenAIBatchJudge(name={self.name!r}, model={self.model!r}, "
-                f"base_url={self.base_url!r}, api_key_env={self.api_key_env!r})")  # fmt: skip
-
-    @property
-    def client(self) -> openai.OpenAI:
-        """The ``openai.OpenAI`` client, made on first use."""
-        if self._client is None:
-            self._client = _make_client(self.base_url, self.api_key_env, self.timeout)
-        return self._client
-
-    def request(self, item: JudgeItem) -> dict[str, Any]:
-        """The Batch API request line of one item (custom_id = item key)."""
-        body: dict[str, Any] = {"model": self.model, "messages": build_messages(item),
-                                "temperature": self.temperature}  # fmt: skip
-        if self.max_tokens is not None:
-            body["max_tokens"] = self.max_tokens
-        return {"custom_id": item.key, "method": "POST", "url": "/v1/chat/completions",
-                "body": body}  # fmt: skip
-
-    def write_requests(self, items: Sequence[JudgeItem], path: str | Path) -> Path:
-        """Write one JSONL request line per item; keys must be unique."""
-        check_unique_keys(items)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as f:
-            for item in items:
-                f.write(json.dumps(self.request(item), ensure_ascii=False) + "\n")
-        return path
-
-    @staticmethod
-    def _rows(path: Path) -> list[dict[str, Any]]:
-        return read_jsonl(path, "; is this a Batch API output or error file?")
-
-    def _judgement(self, row: dict[str, Any]) -> Judgement:
-        """One output/error line → Judgement (error set unless status 200 with a body)."""
-        response = row.get("response") or {}
-        status, body = response.get("status_code"), response.get("body") or {}
-        error = row.get("error") or (body.get("error") if isinstance(body, dict) else None)
-        if error or status != 200:
-            message = error.get("message", error) if isinstance(error, dict) else error
-            return Judgement(score=None, attempts=1, error=f"status {status}: {message}")
-        try:
-            text = body["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
-            return Judgement(score=None, attempts=1, error="status 200 without choices")
-        usage = _usage_of(body.get("usage"))
-        self.meter.add(usage)
-        score, reason = parse_score(text)
-        return Judgement(score=score, reason=reason, raw=text, parse_failed=score is None,
-                         attempts=1, usage=usage)  # fmt: skip
-
-    def read_results(self, items: Sequence[JudgeItem], results_path: str | Path,
-                     errors_path: str | Path | None = None) -> BatchResults:  # fmt: skip
-        """Map every output line back to its item by custom_id; report the rest."""
-        index = check_unique_keys(items)
-        rows: dict[str, dict[str, Any]] = {}
-        report = BatchReport(total=len(items))
-        for path in [results_path] + ([errors_path] if errors_path else []):
-            for row in self._rows(Path(path)):
-                cid = row.get("custom_id")
-                if cid not in index:
-                    report.unknown.append(str(cid))
-                elif cid in rows:
-                    report.duplicates.append(cid)
-                else:
-                    rows[cid] = row
-        judgements = []
-        for item in items:
-            row = rows.get(item.key)
-            if row is None:
-                report.missing.append(item.key)
-                judgements.append(Judgement(score=None, error="missing from the batch output"))
-                continue
-            judgement = self._judgement(row)
-            if judgement.error:
-                report.failed.append(item.key)
-            elif judgement.parse_failed:
-                report.parse_failed.append(item.key)
-            else:
-                report.scored += 1
-            judgements.append(judgement)
-        if report.scored < report.total or report.unknown or report.duplicates:
-            log.warning("batch judge %s: %s", self.name, report.counts)
-        return BatchResults(judgements, report)
-
-    def submit(self, items: Sequence[JudgeItem], workdir: str | Path) -> str:
-        """Write, upload and start a batch; returns the batch id."""
-        path = self.write_requests(items, Path(workdir) / "requests.jsonl")
-        with path.open("rb") as f:
-            uploaded = self.client.files.create(file=f, purpose="batch")
-        batch = self.client.batches.create(input_file_id=uploaded.id, completion_window="24h",
-                                           endpoint="/v1/chat/completions")  # fmt: skip
-        log.info("batch judge %s: submitted %d items as %s", self.name, len(items), batch.id)
-        return batch.id
-
-    def poll(self, batch_id: str, workdir: str | Path) -> tuple[Path, Path | None]:
-        """Wait for the batch to end; download its output (and error) file."""
-        done = ("completed", "failed", "expired", "cancelled")
-        while (batch := self.client.batches.retrieve(batch_id)).status not in done:
-            log.info("batch %s: %s %s", batch_id, batch.status, batch.request_counts)
-            time.sleep(self.poll_interval)
-        if batch.status == "failed" and not batch.output_file_id:
-            raise RuntimeError(f"batch {batch_id} failed: {batch.errors}")
-        output = Path(workdir) / f"{batch_id}_output.jsonl"
-        # No output file (expired with nothing done): an empty one, every id reported missing.
-        fid = batch.output_file_id
-        output.write_bytes(self.client.files.content(fid).read() if fid else b"")
-        errors = None
-        if batch.error_file_id:
-            errors = Path(workdir) / f"{batch_id}_errors.jsonl"
-            errors.write_bytes(self.client.files.content(batch.error_file_id).read())
-        return output, errors
-
-    def score(self, items: Sequence[JudgeItem], on_result: OnResult | None = None
-              ) -> list[Judgement]:  # fmt: skip
-        """Submit, wait (up to the 24 h window) and read back; blocks until the batch ends."""
-        workdir = Path(self.workdir or tempfile.mkdtemp(prefix="judge_batch_"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        results = self.read_results(items, *self.poll(self.submit(items, workdir), workdir))
-        for i, judgement in enumerate(results):
-            if on_result is not None:
-                on_result(i, judgement)
-        return results
-
-
-# ---------------------------------------------------------------------------- registry
-#: Judges by config name. ``paras2s bench`` chooses from
-#: :data:`paras2s_pl.bench.backends.REGISTRIES` ``["judge"]``, which adds the offline
-#: rubric judge as "rubric" (it imports this module, so it cannot be listed here).
-JUDGES: dict[str, type] = {"openai": OpenAIJudge, "openai_batch": OpenAIBatchJudge}
-
-
-# ------------------------------------------------------------------------------- cache
-class CachedJudge:
-    """Any judge behind an SQLite cache keyed by ``(judge.name, sha256(messages))``.
-
-    Format: ``<cache_dir>/judgements.sqlite``, WAL journal, ``synchronous=FULL``, one
-    autocommitted row per finished call — written from ``on_result`` the moment a call
-    ends, so SIGKILL or Ctrl-C loses none. Hits come back with ``cached=True``. Parse
-    failures are cached too (a rerun does not pay again) unless ``retry_failures``; request
-    errors (``error`` set) are never cached. Identical prompts in one run are sent once.
-    """
-
-    SCHEMA = """CREATE TABLE IF NOT EXISTS judgements (
-        judge TEXT NOT NULL, prompt_sha256 TEXT NOT NULL, item_key TEXT NOT NULL,
-        score INTEGER, reason TEXT NOT NULL, raw TEXT NOT NULL, parse_failed INTEGER NOT NULL,
-        attempts INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
-        completion_tokens INTEGER NOT NULL, created REAL NOT NULL,
-        PRIMARY KEY (judge, prompt_sha256))"""
-    COLUMNS = ("score", "reason", "raw", "parse_failed", "attempts", "prompt_tokens",
-               "completion_tokens")  # fmt: skip
-
-    def __init__(self, judge: Judge, cache_dir: str | Path, retry_failures: bool = False,
-                 filename: str = "judgements.sqlite") -> None:  # fmt: skip
-        self.judge, self.retry_failures = judge, retry_failures
-        self.path = Path(cache_dir) / filename
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                   timeout=30.0)  # fmt: skip
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(self.SCHEMA)
-
-    @property
-    def name(self) -> str:
-        """The wrapped judge's name."""
-        return self.judge.name
-
-    def __repr__(self) -> str:
-        return f"CachedJudge({self.judge!r}, path={str(self.path)!r})"
-
-    def close(self) -> None:
-        """Close the database (finished rows are already on disk)."""
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> CachedJudge:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def get(self, sha: str) -> Judgement | None:
-        """The cached judgement of a prompt hash, or None."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {', '.join(self.COLUMNS)} FROM judgements "
-                "WHERE judge = ? AND prompt_sha256 = ?", (self.name, sha)).fetchone()  # fmt: skip
-        if row is None:
-            return None
-        score, reason, raw, failed, attempts, p_tok, c_tok = row
-        return Judgement(score=score, reason=reason, raw=raw, parse_failed=bool(failed),
-                         attempts=attempts, usage=Usage(p_tok, c_tok), cached=True)  # fmt: skip
-
-    def put(self, sha: str, key: str, j: Judgement) -> None:
-        """Commit one finished judgement (errors are not stored)."""
-        if j.error is not None:
-            return
-        u = j.usage
-        values = (self.name, sha, key, j.score, j.reason, j.raw, int(j.parse_failed),
-                  j.attempts, u.prompt_tokens, u.completion_tokens, time.time())  # fmt: skip
-        with self._lock:
-            self._db.execute(f"INSERT OR REPLACE INTO judgements VALUES ({', '.join('?' * 11)})",
-                             values)  # fmt: skip
-
-    def score(self, items: Sequence[JudgeItem], on_result: OnResult | None = None
-              ) -> list[Judgement]:  # fmt: skip
-        """Serve hits from disk, send the misses (each unique prompt once) to the judge."""
-        items = list(items)
-        shas = [prompt_sha256(it) for it in items]
-        results: list[Judgement | None] = [None] * len(items)
-        todo: dict[str, list[int]] = {}  # prompt hash → item indices sharing it
-        for i, sha in enumerate(shas):
-            hit = self.get(sha) if sha not in todo else None
-            if hit is not None and not (hit.parse_failed and self.retry_failures):
-                results[i] = hit
-                if on_result is not None:
-                    on_result(i, hit)
-            else:
-                todo.setdefault(sha, []).append(i)
-        unique = [items[indices[0]] for indices in todo.values()]
-        groups = list(todo.values())
-        n_todo = sum(map(len, groups))
-        log.info("judge %s: %d cached, %d to score (%d unique prompts)", self.name,
-                 len(items) - n_todo, n_todo, len(unique))  # fmt: skip
-
-        def store(j: int, judgement: Judgement) -> None:
-            first = groups[j][0]
-            self.put(shas[first], items[first].key, judgement)
-            for i in groups[j]:
-                results[i] = judgement
-                if on_result is not None:
-                    on_result(i, judgement)
-
-        if unique:
-            returned = self.judge.score(unique, on_result=store)
-            for j, judgement in enumerate(returned):  # a judge that skipped on_result
-                if results[groups[j][0]] is None:
-                    store(j, judgement)
-        return results  # type: ignore[return-value]
