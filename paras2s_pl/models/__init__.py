@@ -1,0 +1,12 @@
+"""Models: plain ``nn.Module`` / Hugging Face classes and their loading. Never imports Lightning.
+
+- :mod:`paras2s_pl.models.tokenizer`: the mini world's text tokenizer (a small byte-level BPE
+  built and cached on disk); real models use their checkpoint's own tokenizer.
+- :mod:`paras2s_pl.models.dual_stream`: the speech-to-speech policy, a Kimi-Audio-architecture
+  dual-stream decoder (:class:`DualStreamConfig`, :class:`DualStreamLM`,
+  :func:`load_kimi_checkpoint`).
+- :mod:`paras2s_pl.models.layout`: the dual-stream id layout of one dialogue turn
+  (:func:`build_example`, :func:`build_prompt`, :func:`collate`).
+- :mod:`paras2s_pl.models.sampling`: batched, KV-cached generation (:func:`generate`) and the
+  log-prob recomputation GRPO needs (:func:`sequence_logprobs`).
+"""
