@@ -9,4 +9,7 @@
   (:func:`build_example`, :func:`build_prompt`, :func:`collate`).
 - :mod:`paras2s_pl.models.sampling`: batched, KV-cached generation (:func:`generate`) and the
   log-prob recomputation GRPO needs (:func:`sequence_logprobs`).
+- :mod:`paras2s_pl.models.reward`: the reward model φ, score "1".."5" as one token
+  (:class:`RewardModel`, the ``tokens`` backend, :func:`load_reward_model`);
+  :mod:`paras2s_pl.models.reward_omni`: the Qwen2.5-Omni thinker + LoRA backend.
 """

@@ -1,0 +1,413 @@
+"""Preference data for the reward model: judged (query, response) shards → scored batches.
+
+:class:`PreferenceDataModule` reads a ``preference`` shard set (written by
+``paras2s curate preferences``: query audio, response audio, the judge's ``score``, query
+``content`` and the response transcript ``response_text``) and turns each pair into model
+inputs with the reward model's **featurizer** (codec tokens + transcripts for the
+``tokens`` backend, the guideline prompt + Whisper features for ``omni``; see
+:mod:`paras2s_pl.models.reward`). Under a Trainer the featurizer comes from the
+LightningModule's ``model``; without one, call :meth:`PreferenceDataModule.set_featurizer`.
+
+**Held-out split by query.** With ``val_split: null`` (default) a pair goes to validation
+when a hash of ``(seed, pair_id)`` falls under ``val_fraction``: all K responses of a query,
+and the query spoken in the contrasting style (same ``pair_id``), land on the same side, so
+no query leaks into the held-out Pearson r. Samples without a ``pair_id`` use their query
+key (the sample key without its ``_rNNN`` suffix). ``val_split: <name>`` uses another split
+instead.
+
+**Batch keys**: ``features`` (the featurizer's collated dict), ``scores`` (B,) long 1..5,
+``categories`` and ``keys`` (lists of B strings).
+
+**Bad input** is skipped and counted (``PreferenceDataModule.stats``, logged at setup):
+``missing_score`` / ``bad_score`` (not an integer 1..5), ``bad_audio`` (audio that fails to
+decode, is empty or not finite), ``invalid_meta`` and the other reasons of
+:class:`~paras2s_pl.data.shards.ShardDataset`, and ``featurize_error`` (the featurizer
+raised).
+
+``in_memory: true`` (mini world) featurizes every pair once in :meth:`setup` (in
+``encode_workers`` processes); ``in_memory: false`` streams and featurizes in the
+DataLoader workers every epoch (paper scale: 320k pairs do not fit in memory); training
+then repeats forever, so set ``trainer.max_steps``.
+
+Try it: ``python -m paras2s_pl.data.preferences --root shards/prefs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+from tqdm.auto import tqdm
+
+from paras2s_pl.data.schema import Sample
+from paras2s_pl.data.shards import ShardDataset
+
+log = logging.getLogger(__name__)
+
+BATCH_KEYS = ("features", "scores", "categories", "keys")
+RESPONSE_SUFFIX = re.compile(r"_r\d+$")
+
+
+def query_group(key: str, pair_id: str) -> str:
+    """What the held-out split groups by: ``pair_id``, else the query key of a sample key."""
+    return pair_id or RESPONSE_SUFFIX.sub("", key)
+
+
+def is_heldout(group: str, fraction: float, seed: int = 0) -> bool:
+    """Deterministic: does ``group`` fall in the held-out ``fraction`` under ``seed``?"""
+    digest = hashlib.sha1(f"{seed}:{group}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+class PreferenceReader(ShardDataset):
+    """:class:`ShardDataset` of schema ``preference`` that names score problems.
+
+    ``rank_local``: split over DataLoader workers only (every rank reads the whole split,
+    for the in-memory path); otherwise over ranks × workers as usual.
+    """
+
+    def __init__(self, *args: Any, rank_local: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, schema="preference", **kwargs)
+        self.rank_local = rank_local
+
+    def _slots(self) -> tuple[int, int]:
+        if not self.rank_local:
+            return super()._slots()
+        info = torch.utils.data.get_worker_info()
+        return (info.id, info.num_workers) if info is not None else (0, 1)
+
+    def decode(self, raw: dict[str, Any]) -> Sample | None:
+        """Count a missing or out-of-range score under its own reason, then decode."""
+        where = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
+        try:
+            meta = json.loads(raw["json"])
+        except (KeyError, ValueError):
+            return super().decode(raw)  # counted there (missing_json / invalid_meta)
+        if isinstance(meta, dict):
+            score = meta.get("score")
+            if score is None:
+                self.stats.skip("missing_score", where, "no 'score' in the metadata")
+                return None
+            if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+                self.stats.skip("bad_score", where, f"score {score!r} is not an integer 1..5")
+                return None
+        return super().decode(raw)
+
+
+class _Featurized(IterableDataset):
+    """Reader samples → ``(item | None, stats)`` tuples with the featurizer applied.
+
+    Yields ``("item", dict)`` per kept pair and one ``("stats", reader_stats, counter)``
+    per worker at the end (``counter`` = featurize errors), so counts reach the main process.
+    ``side``: keep only ``"train"`` or ``"val"`` pairs (held-out hash), or ``None`` = all.
+    """
+
+    def __init__(
+        self,
+        reader: PreferenceReader,
+        featurizer: Any,
+        side: str | None,
+        fraction: float,
+        seed: int,
+        emit_stats: bool = True,
+    ) -> None:
+        super().__init__()
+        self.reader, self.featurizer, self.side = reader, featurizer, side
+        self.fraction, self.seed, self.emit_stats = fraction, seed, emit_stats
+
+    def items(self) -> Iterator[tuple]:
+        errors: Counter = Counter()
+        for s in self.reader:
+            meta = s.meta
+            group = query_group(s.key, meta.pair_id)
+            held = is_heldout(group, self.fraction, self.seed)
+            if self.side is not None and held != (self.side == "val"):
+                continue
+            try:
+                feats = self.featurizer(
+                    s.user_audio, s.assistant_audio, s.sample_rate, meta.content, meta.response_text
+                )
+            except Exception as err:  # one bad pair must not stop the run: count, go on
+                errors["featurize_error"] += 1
+                log.warning("skipped %s (featurize_error): %r", s.key, err)
+                continue
+            yield (
+                "item",
+                {
+                    "key": s.key,
+                    "category": meta.category,
+                    "score": meta.score,
+                    "group": group,
+                    "held_out": held,
+                    "features": feats,
+                },
+            )
+        if self.emit_stats:
+            yield ("stats", self.reader.stats.as_dict(), dict(errors))
+
+    def __iter__(self) -> Iterator[Any]:
+        for kind, *rest in self.items():
+            if kind == "item":
+                yield rest[0]
+            elif self.emit_stats:
+                yield (kind, *rest)
+
+
+class _Items(Dataset):
+    def __init__(self, items: list[dict[str, Any]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.items[index]
+
+
+class PreferenceCollate:
+    """Featurizer collate + ``scores``, ``categories``, ``keys`` (picklable)."""
+
+    def __init__(self, featurizer: Any):
+        self.featurizer = featurizer
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """A batch with the keys of :data:`BATCH_KEYS`."""
+        return {
+            "features": self.featurizer.collate([it["features"] for it in items]),
+            "scores": torch.tensor([it["score"] for it in items], dtype=torch.long),
+            "categories": [it["category"] for it in items],
+            "keys": [it["key"] for it in items],
+        }
+
+
+def _unbatched(item: Any) -> Any:
+    return item
+
+
+class PreferenceDataModule(LightningDataModule):
+    """Preference shards as reward-model batches (see the module docstring).
+
+    Args:
+        root: Shard directory holding ``<split>.manifest.json`` (schema ``preference``).
+        split: The split to read.
+        val_split: A separate validation split; None = hold out ``val_fraction`` of the
+            queries of ``split`` (by pair id).
+        val_fraction: Fraction of pair ids held out when ``val_split`` is None.
+        batch_size: Pairs per batch per device (the paper: 10).
+        num_workers: DataLoader workers for batches (streaming: they also featurize).
+        encode_workers: Processes that read and featurize in :meth:`setup` (in-memory).
+        in_memory: Featurize once at setup (True) or stream every epoch (False).
+        sample_rate: Rate the shard audio is read at (Hz).
+        shuffle: Shuffle training pairs (streaming: a buffer of ``shuffle_buffer``).
+        shuffle_buffer: Streaming shuffle buffer, in pairs.
+        seed: Seed of the held-out split and of the shuffle.
+        limit: Read at most this many pairs (after the split; None = all).
+    """
+
+    def __init__(
+        self,
+        root: str = "shards/prefs",
+        split: str = "train",
+        val_split: str | None = None,
+        val_fraction: float = 0.1,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        encode_workers: int = 0,
+        in_memory: bool = True,
+        sample_rate: int = 16000,
+        shuffle: bool = True,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+        self.save_hyperparameters()
+        self.root, self.split, self.val_split = root, split, val_split
+        self.val_fraction, self.seed, self.limit = val_fraction, seed, limit
+        self.batch_size, self.num_workers, self.encode_workers = (
+            batch_size,
+            num_workers,
+            encode_workers,
+        )
+        self.in_memory, self.sample_rate = in_memory, sample_rate
+        self.shuffle, self.shuffle_buffer = shuffle, shuffle_buffer
+        self._featurizer: Any = None
+        self.train_items: list[dict[str, Any]] = []
+        self.val_items: list[dict[str, Any]] = []
+        self.stats: dict[str, Any] = {}
+
+    # ---- the featurizer comes from the model ----------------------------------------------
+    def set_featurizer(self, featurizer: Any) -> None:
+        """Use this featurizer (tests, notebooks); under a Trainer it is the model's."""
+        self._featurizer = featurizer
+
+    @property
+    def featurizer(self) -> Any:
+        """The reward model's featurizer (module docstring)."""
+        if self._featurizer is None:
+            module = getattr(self.trainer, "lightning_module", None) if self.trainer else None
+            model = getattr(module, "model", None)
+            if model is None or not hasattr(model, "featurizer"):
+                raise RuntimeError(
+                    "PreferenceDataModule has no featurizer: run it under a Trainer with a "
+                    "RewardModule, or call set_featurizer(reward_model.featurizer)"
+                )
+            self._featurizer = model.featurizer
+        return self._featurizer
+
+    # ---- reading --------------------------------------------------------------------------
+    def _reader(self, split: str, rank_local: bool, shuffle: bool, repeat: bool = False):
+        return PreferenceReader(
+            self.root,
+            split=split,
+            sample_rate=self.sample_rate,
+            rank_local=rank_local,
+            shuffle=self.shuffle_buffer if shuffle else 0,
+            seed=self.seed,
+            repeat=repeat,
+        )
+
+    def _sides(self) -> dict[str, tuple[str, str | None]]:
+        """Role → (split, side filter)."""
+        if self.val_split is not None:
+            return {"train": (self.split, None), "val": (self.val_split, None)}
+        return {"train": (self.split, "train"), "val": (self.split, "val")}
+
+    def setup(self, stage: str | None = None) -> None:
+        """In-memory: featurize the needed splits once (skips counted in ``stats``)."""
+        if not self.in_memory:
+            return
+        sides = self._sides()
+        if self.val_split is None and stage in (None, "fit", "validate"):
+            items = self._read_all(self.split, None, "all")
+            self.train_items = [it for it in items if not it["held_out"]]
+            self.val_items = [it for it in items if it["held_out"]]
+        else:
+            if stage in (None, "fit"):
+                self.train_items = self._read_all(*sides["train"], "train")
+            if stage in (None, "fit", "validate"):
+                self.val_items = self._read_all(*sides["val"], "val")
+        if self.limit is not None:
+            self.train_items, self.val_items = (
+                self.train_items[: self.limit],
+                self.val_items[: self.limit],
+            )
+        self._check(stage)
+
+    def _read_all(self, split: str, side: str | None, name: str) -> list[dict[str, Any]]:
+        reader = self._reader(split, rank_local=True, shuffle=False)
+        data = _Featurized(reader, self.featurizer, side, self.val_fraction, self.seed)
+        loader = DataLoader(
+            data, batch_size=None, num_workers=self.encode_workers, collate_fn=_unbatched
+        )
+        items, skipped = [], Counter()
+        bar = tqdm(total=len(reader), desc=f"featurize {split}", unit="pair", leave=False)
+        for entry in loader:
+            if isinstance(entry, tuple) and entry[0] == "stats":
+                skipped.update(entry[1]["skipped"])
+                skipped.update(entry[2])
+                continue
+            items.append(entry)
+            bar.update(1)
+        bar.close()
+        items.sort(key=lambda it: it["key"])  # the same order on every rank
+        truncated = sum(bool(it["features"].get("truncated")) for it in items)
+        self.stats[name] = {"read": len(items), "skipped": dict(skipped), "truncated": truncated}
+        log.info(
+            "preference data %s/%s (%s): %d pairs, %d truncated, skipped %s",
+            self.root,
+            split,
+            name,
+            len(items),
+            truncated,
+            dict(skipped) or "none",
+        )
+        return items
+
+    def _check(self, stage: str | None) -> None:
+        groups = {
+            role: {it["group"] for it in items}
+            for role, items in (("train", self.train_items), ("val", self.val_items))
+        }
+        if stage in (None, "fit") and not self.train_items:
+            raise ValueError(
+                f"{self.root}/{self.split}: no usable training pairs; stats {self.stats}"
+            )
+        if stage in (None, "fit", "validate") and not self.val_items:
+            raise ValueError(
+                f"{self.root}: no held-out pairs (val_fraction={self.val_fraction}, "
+                f"{len(self.train_items)} training pairs); raise val_fraction or set val_split"
+            )
+        leaks = groups["train"] & groups["val"]
+        if leaks and self.val_split is None:  # cannot happen with the pair-id hash
+            raise AssertionError(f"queries in both train and val: {sorted(leaks)[:5]}")
+        counts = {
+            r: Counter(it["category"] for it in items)
+            for r, items in (("train", self.train_items), ("val", self.val_items))
+        }
+        self.stats["categories"] = {r: dict(sorted(c.items())) for r, c in counts.items()}
+
+    # ---- loaders --------------------------------------------------------------------------
+    def _loader(self, role: str) -> DataLoader:
+        collate = PreferenceCollate(self.featurizer)
+        if self.in_memory:
+            items = self.train_items if role == "train" else self.val_items
+            shuffle = self.shuffle and role == "train"
+            gen = torch.Generator().manual_seed(self.seed) if shuffle else None
+            return DataLoader(
+                _Items(items),
+                batch_size=self.batch_size,
+                shuffle=shuffle,
+                generator=gen,
+                num_workers=self.num_workers,
+                collate_fn=collate,
+            )
+        split, side = self._sides()[role]
+        train = role == "train"
+        reader = self._reader(split, rank_local=False, shuffle=self.shuffle and train, repeat=train)
+        data = _Featurized(
+            reader, self.featurizer, side, self.val_fraction, self.seed, emit_stats=False
+        )
+        return DataLoader(
+            data, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Training batches (keys in the module docstring)."""
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Held-out batches, in key order."""
+        return self._loader("val")
+
+
+def main() -> None:
+    """CLI: featurize a preference set with the mini reward model's featurizer; print counts."""
+    from paras2s_pl.models.reward import TokensRewardModel
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default="shards/prefs")
+    ap.add_argument("--split", default="train")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    dm = PreferenceDataModule(args.root, args.split)
+    dm.set_featurizer(TokensRewardModel().featurizer)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    print({k: tuple(v.shape) for k, v in batch["features"].items()}, batch["scores"].tolist())
+    print(json.dumps(dm.stats, indent=2))
+
+
+if __name__ == "__main__":
+    main()

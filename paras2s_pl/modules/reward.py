@@ -1,0 +1,206 @@
+"""Reward-model training (paper §4.2): ``RewardModule``, score-as-token cross-entropy.
+
+Run it with a config::
+
+    paras2s fit --config configs/mini/reward.yaml     # tiny tokens model, CPU, minutes
+    paras2s fit --config configs/reward.yaml          # Qwen2.5-Omni thinker + LoRA, 1 GPU
+
+**Model.** Any :class:`~paras2s_pl.models.reward.RewardModel` backend, injected with
+``class_path`` (``TokensRewardModel`` or ``OmniRewardModel``); its featurizer prepares the
+data (:class:`~paras2s_pl.data.preferences.PreferenceDataModule` asks for it).
+
+**Loss.** :func:`paras2s_pl.losses.reward.score_token_loss`: cross-entropy of the score
+character against the judge's score, optional ``label_smoothing``.
+
+**Metrics** (torchmetrics, synced across ranks): per step ``train/loss``,
+``train/accuracy``, ``train/mae``, ``train/lr``; per validation ``val/loss``,
+``val/accuracy`` (argmax == judge score), ``val/mae`` (|expected score − judge score|),
+``val/pearson`` (Pearson r of the expected score with the judge's score on the held-out
+queries: the paper's "correlation with the benchmark pipeline", Fig. 2b) and
+``val/pearson/<category>`` for each category with at least two held-out pairs, plus
+``val/expected_std`` (spread of the predictions; 0 means a constant model). Logged to
+TensorBoard by the trainer's logger.
+
+**Export.** At the end of ``fit`` the model is written with ``save_pretrained`` to
+``export_dir`` (default ``<log_dir>/reward_model``, e.g. ``runs/reward/version_0/
+reward_model``); GRPO loads it with
+:func:`paras2s_pl.models.reward.load_reward_model`. ``trainable_only_checkpoints`` keeps
+Lightning checkpoints to the trainable tensors (LoRA + score rows) instead of 7B weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics import MeanAbsoluteError, PearsonCorrCoef
+from torchmetrics.classification import MulticlassAccuracy
+from transformers import get_cosine_schedule_with_warmup
+
+from paras2s_pl.data import labels
+from paras2s_pl.losses.reward import argmax_score, expected_score, score_token_loss
+from paras2s_pl.models.reward import RewardModel
+
+log = logging.getLogger(__name__)
+
+
+class RewardModule(LightningModule):
+    """Train a reward model to predict the judge's score as one token (module docstring).
+
+    Args:
+        model: The reward model backend (``class_path``/``init_args``).
+        lr: Peak learning rate of AdamW (the paper's LoRA run: 1e-6).
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up steps before the cosine decay.
+        max_steps: Length of the cosine schedule; None = the trainer's estimate.
+        label_smoothing: Cross-entropy label smoothing over the five classes.
+        export: Write the model with ``save_pretrained`` at the end of ``fit``.
+        export_dir: Where; None = ``<log_dir>/reward_model``.
+        trainable_only_checkpoints: Checkpoints hold only trainable tensors (LoRA runs).
+        categories: Categories that get a ``val/pearson/<category>`` metric.
+    """
+
+    def __init__(
+        self,
+        model: RewardModel,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        max_steps: int | None = None,
+        label_smoothing: float = 0.0,
+        export: bool = True,
+        export_dir: str | None = None,
+        trainable_only_checkpoints: bool = False,
+        categories: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.categories = list(categories or labels.CATEGORIES)
+        self.val_accuracy = MulticlassAccuracy(num_classes=5, average="micro")
+        self.val_mae = MeanAbsoluteError()
+        self.val_pearson = PearsonCorrCoef()
+        self.val_pearson_by = nn.ModuleDict({c: PearsonCorrCoef() for c in self.categories})
+        self._val_expected: list[torch.Tensor] = []
+        if trainable_only_checkpoints:
+            self.strict_loading = False
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 5) logits of "1".."5"."""
+        return self.model(features)
+
+    def _step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        logits = self(batch["features"])  # (B, 5)
+        loss, stats = score_token_loss(logits, batch["scores"], self.hparams.label_smoothing)
+        return logits, loss, stats
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Cross-entropy of the score token; logs loss, accuracy, MAE and the lr."""
+        _, loss, stats = self._step(batch)
+        n = len(batch["scores"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict({f"train/{k}": stats[k] for k in ("accuracy", "mae")}, batch_size=n)
+        if self._trainer is not None and self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Loss, and metric updates on the held-out pairs (per category too)."""
+        logits, loss, _ = self._step(batch)
+        scores = batch["scores"]  # (B,)
+        expected = expected_score(logits)  # (B,)
+        target = scores.float()
+        self.val_accuracy.update(argmax_score(logits) - 1, scores - 1)
+        self.val_mae.update(expected, target)
+        self.val_pearson.update(expected, target)
+        for cat in self.categories:
+            rows = torch.tensor([c == cat for c in batch["categories"]], device=scores.device)
+            if bool(rows.any()):
+                self.val_pearson_by[cat].update(expected[rows], target[rows])
+        self._val_expected.append(expected.detach())
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(scores))
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        """Compute, log and reset the epoch's metrics."""
+        values = {
+            "val/accuracy": self.val_accuracy.compute(),
+            "val/mae": self.val_mae.compute(),
+            "val/pearson": self._pearson(self.val_pearson),
+        }
+        for cat, metric in self.val_pearson_by.items():
+            count = metric.n_total.sum().float()
+            if self._trainer is not None:  # summed over ranks: every rank takes the same branch
+                count = self.trainer.strategy.reduce(count, reduce_op="sum")
+            if int(count) >= 2:
+                values[f"val/pearson/{cat}"] = self._pearson(metric)
+        if self._val_expected:
+            values["val/expected_std"] = torch.cat(self._val_expected).std(unbiased=False)
+        pearson = values.pop("val/pearson").float()
+        self.log("val/pearson", pearson, prog_bar=True, sync_dist=True)
+        self.log_dict({k: v.float() for k, v in values.items()}, sync_dist=True)
+        for metric in (
+            self.val_accuracy,
+            self.val_mae,
+            self.val_pearson,
+            *self.val_pearson_by.values(),
+        ):
+            metric.reset()
+        self._val_expected.clear()
+
+    @staticmethod
+    def _pearson(metric: PearsonCorrCoef) -> torch.Tensor:
+        """Pearson r; 0 (not NaN) when either side is constant, so monitors keep working."""
+        value = metric.compute()
+        return torch.nan_to_num(value, nan=0.0) if math.isnan(float(value)) else value
+
+    # ---- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW over the trainable parameters + linear warm-up cosine schedule (per step)."""
+        hp = self.hparams
+        total = hp.max_steps
+        if total is None:
+            total = self.trainer.estimated_stepping_batches
+            if total == float("inf"):
+                raise ValueError("set trainer.max_steps, trainer.max_epochs or model.max_steps")
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the reward model has no trainable parameters")
+        optimizer = torch.optim.AdamW(
+            params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay
+        )
+        scheduler = get_cosine_schedule_with_warmup(optimizer, hp.warmup_steps, int(total))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # ---- checkpoints and export ----------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """With ``trainable_only_checkpoints``: keep only the trainable tensors."""
+        if self.hparams.trainable_only_checkpoints:
+            keep = {n for n, p in self.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {
+                k: v for k, v in checkpoint["state_dict"].items() if k in keep
+            }
+
+    def export_dir(self) -> Path:
+        """Where :meth:`on_fit_end` writes the model."""
+        if self.hparams.export_dir:
+            return Path(self.hparams.export_dir)
+        root = self.trainer.log_dir or self.trainer.default_root_dir
+        return Path(root) / "reward_model"
+
+    def on_fit_end(self) -> None:
+        """Export the reward model (rank 0) for GRPO."""
+        if not self.hparams.export or not self.trainer.is_global_zero:
+            return
+        path = self.model.save_pretrained(self.export_dir())
+        log.info("exported the reward model to %s (load with load_reward_model)", path)

@@ -1,0 +1,464 @@
+"""Supervised fine-tuning of the dual-stream policy (paper §4.1, eq. 2): ``SFTModule``.
+
+Run it with a config (mini world on CPU, or paper scale on 8 GPUs with FSDP)::
+
+    paras2s fit --config configs/mini/sft.yaml
+    paras2s fit --config configs/sft.yaml
+
+**Model.** :meth:`SFTModule.configure_model` builds the
+:class:`~paras2s_pl.models.dual_stream.DualStreamLM` (so FSDP can wrap it as it is made):
+``preset`` (``tiny`` or ``kimi_audio_7b``) + ``model_config`` overrides, or ``init_from`` a
+``save_pretrained`` directory (a converted Kimi-Audio checkpoint, or an earlier export).
+The vocabulary sizes of the tiny preset come from the data (``len(tokenizer)``, the
+codec's ``vocab_size``; :meth:`SFTModule.policy_config`); every preset is checked against
+the data at start-up: a codec whose vocabulary differs from the model's audio-code block,
+a tokenizer larger than the text ids, or control tokens at other ids raise a
+``ValueError`` naming both numbers. The same config lays out the data
+(:meth:`paras2s_pl.data.sft.SFTDataModule.layout_config` asks for it).
+
+**Loss.** :func:`paras2s_pl.losses.sft.sft_loss`: next-token CE of the text head on the text
+stream plus the audio head on the audio stream, each a masked mean (weights
+``text_weight``/``audio_weight``). Logged: ``train/loss``, ``train/loss_text``,
+``train/loss_audio``, ``train/acc_text``, ``train/acc_audio``, ``train/lr``; ``val/…`` the
+same per epoch. The validation loss of the untrained model (the sanity check, run over the
+whole validation set with ``num_sanity_val_steps: -1``) is logged as ``val/loss`` at step 0,
+so the curve shows where training started.
+
+**Validation generations.** In the first validation batch (inside ``validation_step``, so
+under FSDP the root parameters are gathered and each wrapped decoder layer gathers itself)
+every rank greedily generates responses for the first ``val_generate`` validation queries;
+``val/gen_text_exact`` (generated text == reference), ``val/gen_finished`` (audio end token
+reached) and ``val/gen_audio_codes`` are logged, and on rank 0 the codec decodes the audio
+(with the generated text) and the audio plus a text table (query, reference, generation)
+go to TensorBoard (skipped quietly for other loggers). With several ranks every rank runs the
+same greedy decoding on the same prompts, so all take the same number of steps.
+
+**Optimisation.** AdamW, linear warm-up then cosine decay to 0 over ``max_steps`` (default:
+the trainer's ``estimated_stepping_batches``), stepped per optimizer step. Gradient
+clipping, precision and FSDP come from the trainer config (``configs/sft.yaml``).
+``activation_checkpointing`` uses the HF flag (``gradient_checkpointing_enable``); under
+FSDP prefer the strategy's ``activation_checkpointing_policy`` on the decoder layer class
+(:data:`~paras2s_pl.models.dual_stream.DECODER_LAYER_CLASS`); use one, not both.
+
+**Export.** At the end of ``fit`` the policy is written with ``save_pretrained`` to
+``<log_dir>/policy`` (or ``export_dir``) with the tokenizer and ``paras2s_policy.json``
+(codec class and vocabulary); later stages load it with ``init_from``/``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import FSDPStrategy
+from torchmetrics import MeanMetric
+from transformers import get_cosine_schedule_with_warmup
+
+from paras2s_pl.losses.sft import sft_loss
+from paras2s_pl.models.dual_stream import DualStreamConfig, DualStreamLM
+from paras2s_pl.models.sampling import (
+    SamplingConfig,
+    generate,
+    response_codes,
+    response_text_ids,
+)
+from paras2s_pl.models.tokenizer import SPECIAL_TOKENS, special_ids
+
+log = logging.getLogger(__name__)
+
+LOGGED_STATS = ("loss", "loss_text", "loss_audio", "acc_text", "acc_audio")
+#: Validation decoding: greedy on both streams (overridable through ``sampling``).
+VAL_SAMPLING = {"audio_temperature": 0.0, "text_temperature": 0.0, "max_new_tokens": 256}
+PRESETS = {"tiny": DualStreamConfig.tiny, "kimi_audio_7b": DualStreamConfig.kimi_audio_7b}
+
+
+class SFTModule(LightningModule):
+    """SFT of the dual-stream policy (see the module docstring).
+
+    Args:
+        preset: Architecture: ``tiny`` (mini world; vocabulary sizes from the data) or
+            ``kimi_audio_7b`` (Kimi-Audio-7B's; fixed ids). Ignored with ``init_from``.
+        model_config: Overrides of the preset's :class:`DualStreamConfig` fields (with
+            ``init_from``: of the checkpoint's config).
+        init_from: A ``save_pretrained`` directory to start from (converted Kimi-Audio
+            checkpoint: ``python -m paras2s_pl.models.dual_stream --convert-kimi SRC DST``,
+            or an earlier stage's ``policy`` export). None = random initialisation.
+        load_dtype: Dtype the ``init_from`` weights load in; keep float32 master weights
+            with ``bf16-mixed`` (bf16 weights would swallow lr-1e-5 updates).
+        text_vocab_size: Text ids of the tiny preset; None = ``len(tokenizer)`` of the
+            DataModule (stored in the checkpoint's hyperparameters once resolved).
+        codec_vocab_size: Codec codes; None = the DataModule codec's ``vocab_size``.
+        lr: Peak learning rate (paper A.4: 1e-5).
+        weight_decay: AdamW weight decay (the paper does not give one).
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up steps.
+        max_steps: Length of the cosine schedule; None = ``trainer.estimated_stepping_batches``.
+        text_weight: Weight of the text-stream loss.
+        audio_weight: Weight of the audio-stream loss.
+        val_generate: Validation queries to generate a response for each validation (0 = off).
+        sampling: :class:`~paras2s_pl.models.sampling.SamplingConfig` fields of the validation
+            generations, over the greedy defaults :data:`VAL_SAMPLING`.
+        activation_checkpointing: Recompute decoder-layer activations in backward (HF flag).
+        export: Write the policy with ``save_pretrained`` at the end of ``fit``.
+        export_dir: Where to export; None = ``<log_dir>/policy``.
+    """
+
+    def __init__(
+        self,
+        preset: Literal["tiny", "kimi_audio_7b"] = "tiny",
+        model_config: dict[str, Any] | None = None,
+        init_from: str | None = None,
+        load_dtype: str = "float32",
+        text_vocab_size: int | None = None,
+        codec_vocab_size: int | None = None,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        max_steps: int | None = None,
+        text_weight: float = 1.0,
+        audio_weight: float = 1.0,
+        val_generate: int = 4,
+        sampling: dict[str, Any] | None = None,
+        activation_checkpointing: bool = False,
+        export: bool = True,
+        export_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f"preset={preset!r}; expected one of {list(PRESETS)}")
+        if not isinstance(getattr(torch, load_dtype, None), torch.dtype):
+            raise ValueError(f"load_dtype={load_dtype!r} is not a torch dtype (e.g. 'float32')")
+        self.save_hyperparameters()
+        self.sampling = SamplingConfig(**{**VAL_SAMPLING, **(sampling or {})})
+        self.model: DualStreamLM | None = None
+        self.tokenizer = None  # from the DataModule (decoding generations, export)
+        self.codec = None  # from the DataModule (decoding generated audio)
+        self._policy_cfg: DualStreamConfig | None = None
+        self._val_loss = MeanMetric()
+        self._generations: list[dict[str, Any]] = []
+
+    # ---- model -------------------------------------------------------------------------------
+    def _datamodule(self):
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
+    def _data_size(self, name: str) -> int | None:
+        """``text_vocab_size`` / ``codec_vocab_size``: the hparam, else the DataModule's."""
+        given, dm = self.hparams[name], self._datamodule()
+        data = getattr(dm, name, None) if dm is not None else None
+        if given is not None and data is not None and given != data:
+            raise ValueError(
+                f"model.init_args.{name}={given} but the data has {name}={data}; "
+                f"remove the model setting or make them agree"
+            )
+        return given if given is not None else data
+
+    def policy_config(self) -> DualStreamConfig:
+        """The policy's config, resolved from the preset/checkpoint and checked against the data."""
+        if self.model is not None:
+            return self.model.config
+        if self._policy_cfg is None:
+            hp = self.hparams
+            overrides = dict(hp.model_config or {})
+            text_size, codec_size = (
+                self._data_size(n) for n in ("text_vocab_size", "codec_vocab_size")
+            )
+            if hp.init_from is not None:
+                cfg = DualStreamConfig.from_pretrained(hp.init_from, **overrides)
+            elif hp.preset == "tiny":
+                if text_size is None or codec_size is None:
+                    raise ValueError(
+                        "SFTModule(preset='tiny') needs text_vocab_size and codec_vocab_size: "
+                        "fit with an SFTDataModule or set model.init_args.text_vocab_size / "
+                        "codec_vocab_size"
+                    )
+                cfg = DualStreamConfig.tiny(text_size, codec_size, **overrides)
+            else:
+                cfg = PRESETS[hp.preset](**overrides)
+            check_data_compatibility(cfg, text_size, codec_size, self._data_tokenizer())
+            # stored so load_from_checkpoint can rebuild the model without the data
+            hp.text_vocab_size, hp.codec_vocab_size = text_size, codec_size
+            self._policy_cfg = cfg
+        return self._policy_cfg
+
+    def _data_tokenizer(self):
+        dm = self._datamodule()
+        return getattr(dm, "tokenizer", None) if dm is not None else self.tokenizer
+
+    def setup(self, stage: str) -> None:
+        """Take the tokenizer and codec from the DataModule; resolve and check the config."""
+        dm = self._datamodule()
+        if dm is not None:
+            self.tokenizer = getattr(dm, "tokenizer", self.tokenizer)
+            self.codec = getattr(dm, "codec", self.codec)
+        self.policy_config()
+
+    def configure_model(self) -> None:
+        """Build the policy (here, not in ``__init__``, so FSDP can shard it as it is made)."""
+        if self.model is not None:
+            return
+        cfg, hp = self.policy_config(), self.hparams
+        if hp.init_from is not None:
+            dtype = getattr(torch, hp.load_dtype)
+            self.model = DualStreamLM.from_pretrained(hp.init_from, config=cfg, dtype=dtype)
+        else:
+            self.model = DualStreamLM(cfg)
+        if hp.activation_checkpointing:
+            self.model.gradient_checkpointing_enable({"use_reentrant": False})
+
+    # ---- steps -------------------------------------------------------------------------------
+    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = self.model(
+            batch["audio_ids"], batch["text_ids"], attention_mask=batch["attention_mask"]
+        )
+        return sft_loss(
+            out.text_logits,
+            out.audio_logits,
+            batch["text_labels"],
+            batch["audio_labels"],
+            self.hparams.text_weight,
+            self.hparams.audio_weight,
+        )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Both streams' next-token loss on one batch; logs ``train/*``."""
+        loss, stats = self._loss(batch)
+        size = batch["audio_ids"].shape[0]
+        for name in LOGGED_STATS:
+            self.log(f"train/{name}", stats[name], batch_size=size, prog_bar=name == "loss")
+        if self._trainer is not None and self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Validation loss; the first batch also runs the validation generations."""
+        loss, stats = self._loss(batch)
+        size = batch["audio_ids"].shape[0]
+        for name in LOGGED_STATS:
+            self.log(f"val/{name}", stats[name], batch_size=size, sync_dist=True)
+        self._val_loss.update(stats["loss"], size)
+        sanity = self._trainer is not None and self.trainer.sanity_checking
+        if batch_idx == 0 and not sanity and self.hparams.val_generate > 0:
+            self._generations = self._validation_generations()
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the sanity-check loss at step 0 and the generations to TensorBoard."""
+        value = self._val_loss.compute()
+        self._val_loss.reset()
+        if self.trainer.sanity_checking:
+            if self.logger is not None and self.trainer.is_global_zero:
+                self.logger.log_metrics({"val/loss": float(value)}, step=self.global_step)
+            log.info("validation loss before training: %.4f", float(value))
+            return
+        if self._generations and self.trainer.is_global_zero:
+            self._log_generations(self._generations)
+        self._generations = []
+
+    # ---- generation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def respond(
+        self,
+        prompts: dict[str, torch.Tensor],
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Generate responses for left-padded prompts (``SFTDataModule.prompt_batch``).
+
+        Returns per row: ``text`` (decoded with the tokenizer; None without one),
+        ``text_ids``, ``codes`` (codec codes, CPU) and ``finished`` (audio end reached).
+        """
+        cfg = self.model.config
+        ids = {k: prompts[k].to(self.device) for k in ("audio_ids", "text_ids", "attention_mask")}
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        rollout = generate(
+            self.model,
+            ids["audio_ids"],
+            ids["text_ids"],
+            ids["attention_mask"],
+            sampling or self.sampling,
+            generator,
+        )
+        text_ids = response_text_ids(rollout, cfg)
+        codes = response_codes(rollout, cfg)
+        texts = (
+            self.tokenizer.batch_decode(text_ids, skip_special_tokens=True)
+            if self.tokenizer is not None
+            else [None] * len(text_ids)
+        )
+        return [
+            {"text": t, "text_ids": i, "codes": c, "finished": bool(f)}
+            for t, i, c, f in zip(texts, text_ids, codes, rollout.finished.tolist(), strict=True)
+        ]
+
+    def _validation_generations(self) -> list[dict[str, Any]]:
+        dm = self._datamodule()
+        queries = list(getattr(dm, "val_queries", []))[: self.hparams.val_generate]
+        if not queries:
+            return []
+        rows = self.respond(dm.prompt_batch(queries))
+        for row, query in zip(rows, queries, strict=True):
+            row.update(
+                key=query.key,
+                category=query.category,
+                style=query.style,
+                content=query.content,
+                reference=query.response_text,
+            )
+        n = len(rows)
+        exact = sum((r["text"] or "").strip() == r["reference"].strip() for r in rows) / n
+        self.log("val/gen_text_exact", exact, batch_size=n)
+        self.log("val/gen_finished", sum(r["finished"] for r in rows) / n, batch_size=n)
+        self.log("val/gen_audio_codes", sum(len(r["codes"]) for r in rows) / n, batch_size=n)
+        return rows
+
+    def _log_generations(self, rows: list[dict[str, Any]]) -> None:
+        if not isinstance(self.logger, TensorBoardLogger):
+            return
+        writer, step = self.logger.experiment, self.global_step
+        lines = ["| key | style | query | reference | generated |", "|---|---|---|---|---|"]
+        for i, row in enumerate(rows):
+            cells = [row["key"], f"{row['category']}/{row['style']}", row["content"],
+                     row["reference"], row["text"] or ""]  # fmt: skip
+            lines.append("| " + " | ".join(html.escape(c).replace("|", "/") for c in cells) + " |")
+            if self.codec is not None and len(row["codes"]):
+                try:
+                    wav, sr = self.codec.decode(row["codes"], row["text"])
+                except Exception as err:  # a decoder failure must not stop training
+                    log.warning("could not decode the generated audio of %s: %s", row["key"], err)
+                    continue
+                wav = torch.as_tensor(wav, dtype=torch.float32).clamp(-1, 1).reshape(1, -1)
+                writer.add_audio(f"val/audio/{i}_{row['key']}", wav, step, sample_rate=sr)
+        writer.add_text("val/generations", "\n".join(lines), step)
+
+    # ---- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW + linear warm-up cosine schedule, stepped per optimizer step."""
+        hp = self.hparams
+        total = hp.max_steps
+        if total is None:
+            total = self.trainer.estimated_stepping_batches
+            if total == float("inf"):
+                raise ValueError("set trainer.max_steps, trainer.max_epochs or model.max_steps")
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay
+        )
+        scheduler = get_cosine_schedule_with_warmup(optimizer, hp.warmup_steps, int(total))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # ---- export ------------------------------------------------------------------------------
+    def on_fit_end(self) -> None:
+        """Export the policy for the next stages (see :meth:`export_policy`)."""
+        if not self.hparams.export:
+            return
+        root = self.trainer.log_dir or self.trainer.default_root_dir
+        self.export_policy(self.hparams.export_dir or Path(root) / "policy")
+
+    def export_policy(self, directory: str | Path) -> Path | None:
+        """``save_pretrained`` the policy + tokenizer + ``paras2s_policy.json`` to ``directory``.
+
+        Every rank must call it (under FSDP the full state dict is gathered to rank 0,
+        which writes); returns the directory on the writing rank, else None.
+        """
+        directory = Path(directory)
+        state = self._full_state_dict()  # collective under FSDP
+        if self._trainer is not None and not self.trainer.is_global_zero:
+            return None
+        policy = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory, state_dict=policy)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(directory)
+        info = {
+            "codec": type(self.codec).__module__ + "." + type(self.codec).__qualname__
+            if self.codec is not None
+            else None,
+            "codec_vocab_size": self.hparams.codec_vocab_size,
+            "text_vocab_size": self.hparams.text_vocab_size,
+            "val_sampling": asdict(self.sampling),
+            "global_step": self.global_step if self._trainer is not None else None,
+        }
+        (directory / "paras2s_policy.json").write_text(json.dumps(info, indent=2))
+        log.info("exported the policy to %s", directory)
+        return directory
+
+    def _full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The LightningModule's unsharded state dict (under FSDP: gathered to rank 0, on CPU)."""
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, FSDPStrategy):
+            from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            full = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+            with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, full):
+                return strategy.model.state_dict()
+        return self.state_dict()
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Norm clipping through the FSDP root's ``clip_grad_norm_`` under FSDP.
+
+        Lightning's FSDP precision plugin refuses ``gradient_clip_algorithm='norm'`` (a plain
+        ``clip_grad_norm_`` over shards is wrong); the root module computes the global norm.
+        """
+        strategy = self.trainer.strategy
+        if (
+            gradient_clip_val
+            and isinstance(strategy, FSDPStrategy)
+            and gradient_clip_algorithm in (None, "norm")
+        ):
+            strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+def check_data_compatibility(
+    cfg: DualStreamConfig,
+    text_vocab_size: int | None,
+    codec_vocab_size: int | None,
+    tokenizer=None,
+) -> None:
+    """Raise ``ValueError`` naming both numbers when the data does not fit the policy config.
+
+    The codec's vocabulary must equal the model's audio-code block (a smaller codec would
+    train on a block whose codes mean something else), the tokenizer must fit the text ids,
+    and a tokenizer holding the dual-stream control tokens must have them at the config's ids.
+    """
+    if codec_vocab_size is not None:
+        cfg.check_codec(codec_vocab_size)
+        if codec_vocab_size != cfg.audio_vocab_size:
+            raise ValueError(
+                f"codec vocabulary ({codec_vocab_size} codes) does not match the model's audio "
+                f"code block (audio_vocab_size={cfg.audio_vocab_size}); use the codec the model "
+                f"was built for or set model_config.audio_vocab_size={codec_vocab_size}"
+            )
+    if text_vocab_size is not None and text_vocab_size > cfg.text_vocab_size:
+        raise ValueError(
+            f"tokenizer has {text_vocab_size} ids but the model's text ids are "
+            f"[0, text_vocab_size={cfg.text_vocab_size}); use the model's tokenizer"
+        )
+    if tokenizer is None:
+        return
+    try:
+        found = special_ids(tokenizer)
+    except ValueError:
+        log.warning("tokenizer has no %s...: control ids not checked", SPECIAL_TOKENS[0])
+        return
+    wrong = {k: (v, getattr(cfg, k)) for k, v in found.items() if getattr(cfg, k) != v}
+    if wrong:
+        detail = ", ".join(f"{k}: tokenizer {a} vs model {b}" for k, (a, b) in wrong.items())
+        raise ValueError(f"control-token ids differ between tokenizer and model ({detail})")
