@@ -302,6 +302,7 @@ def curate_preferences(
     part_queries: int = 16,
     device: str = "cpu",
     dtype: str | None = None,
+    threads: int = 1,
     no_cache: bool = False,
     overwrite: bool = False,
 ) -> None:
@@ -337,12 +338,18 @@ def curate_preferences(
         part_queries: Queries per written part (the unit of resumption).
         device: Where the policy runs (``cpu``, ``cuda``).
         dtype: Policy weight dtype, e.g. ``bfloat16`` (default: as saved, float32).
+        threads: Torch CPU threads (1 is fastest for the tiny policy, above all on a busy
+            machine; 0 = torch's default).
         no_cache: Do not cache judge calls in ``<out>/cache``.
         overwrite: Start again: remove this split's parts, progress and selection.
     """
+    import torch
+
     from paras2s_pl.bench import backends
     from paras2s_pl.curate.preferences import Perceivers, curate_preferences, load_policy
 
+    if threads:
+        torch.set_num_threads(threads)
     pol = load_policy(
         policy,
         tokenizer=tokenizer,

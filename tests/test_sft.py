@@ -44,9 +44,10 @@ SMALL = dict(
 
 
 @pytest.fixture(scope="module", autouse=True)
-def two_threads():
+def one_thread():
+    """Tiny matmuls gain little from threads, and spinning threads crawl on a busy CPU."""
     before = torch.get_num_threads()
-    torch.set_num_threads(min(2, before))
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 
@@ -273,7 +274,7 @@ def test_overfit_then_greedy_generation_reproduces_reference_replies(demo):
     data = SFTDataModule(str(demo), val_split="train", val_limit=4, batch_size=4)
     data.setup("validate")
     batch = next(iter(data.val_dataloader()))  # the 4 demos, one batch
-    steps = 120
+    steps = 100
     module = SFTModule(text_vocab_size=data.text_vocab_size, codec_vocab_size=264,
                        model_config=SMALL, lr=1e-2, warmup_steps=10, max_steps=steps)  # fmt: skip
     module.configure_model()
@@ -288,7 +289,7 @@ def test_overfit_then_greedy_generation_reproduces_reference_replies(demo):
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-    assert loss.item() < 0.05
+    assert loss.item() < 0.05  # near zero (about 0.01 at 100 steps)
     module.eval()
     rows = module.respond(data.prompt_batch(data.val_queries))
     for row, query in zip(rows, data.val_queries, strict=True):

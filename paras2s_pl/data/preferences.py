@@ -104,10 +104,10 @@ class PreferenceReader(ShardDataset):
 
 
 class _Featurized(IterableDataset):
-    """Reader samples → ``(item | None, stats)`` tuples with the featurizer applied.
+    """Reader samples → featurized pair dicts (key, category, score, group, features).
 
-    Yields ``("item", dict)`` per kept pair and one ``("stats", reader_stats, counter)``
-    per worker at the end (``counter`` = featurize errors), so counts reach the main process.
+    With ``emit_stats`` each worker ends with one ``("stats", reader_stats, errors)`` tuple
+    (``errors`` = featurize failures), so the skip counts reach the main process.
     ``side``: keep only ``"train"`` or ``"val"`` pairs (held-out hash), or ``None`` = all.
     """
 
