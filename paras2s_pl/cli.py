@@ -517,5 +517,14 @@ def main(argv: list[str] | None = None) -> object:
     raise SystemExit(2)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """Console-script entry: run :func:`main` and exit 0 on success.
+
+    ``main`` returns the LightningCLI object (tests read its trainer); a console script
+    that returned it would hand it to ``sys.exit`` and end with status 1.
+    """
     main()
+
+
+if __name__ == "__main__":
+    entry()
