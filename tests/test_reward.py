@@ -267,6 +267,18 @@ def test_omni_lora_only_adapters_train_and_save_load(tmp_path, omni_parts):
     torch.testing.assert_close(before, loaded.score_logits([q, r], [r, q], 16000))
 
 
+def test_omni_bf16_base_keeps_trainable_tensors_in_float32(omni_parts):
+    """lr 1e-6 updates would vanish in bf16: adapters and score rows stay float32."""
+    from paras2s_pl.models.reward_omni import OmniRewardModel
+
+    config, tok = omni_parts
+    rm = OmniRewardModel(thinker_config=config, tokenizer=tok, dtype="bfloat16")
+    assert rm.thinker.lm_head.weight.dtype == torch.bfloat16
+    assert {p.dtype for p in rm.parameters() if p.requires_grad} == {torch.float32}
+    scores = rm.score([tone(1.0, 200)], [tone(1.0, 300)], 16000)
+    assert scores.dtype == torch.float32 and 1 <= scores.item() <= 5
+
+
 def test_omni_loads_the_thinker_out_of_a_full_omni_checkpoint(tmp_path, omni_parts):
     """A full Qwen2.5-Omni checkpoint nests the thinker (config and ``thinker.*`` weights)."""
     from safetensors.torch import load_file, save_file

@@ -21,12 +21,13 @@ is ``DualStreamConfig.tiny(len(tokenizer), codec.vocab_size)`` or what
 :meth:`~SFTDataModule.set_layout_config` gave.
 
 **Bad input** is skipped or repaired and counted per split in ``SFTDataModule.stats``
-(keyed by split, ``"<split>[:<val_limit>]"`` when limited; logged at setup): samples the shard reader rejects (empty ``content`` or
-``response_text`` fail the demo schema: ``invalid_meta``; bad audio …), responses whose
-text tokenizes to nothing (``empty_response_text``) or whose audio encodes to no codes
-(``empty_query_audio`` / ``empty_response_audio``), prompts longer than ``max_len``
-(``prompt_too_long``), and responses that do not fit ``max_len``: cut (``truncated``) or
-dropped (``too_long``) per ``too_long``.
+(keyed by split, ``"<split>[:<val_limit>]"`` when limited; logged at setup): samples the
+shard reader rejects (empty ``content`` or ``response_text`` fail the demo schema:
+``invalid_meta``; bad audio …), responses whose text tokenizes to nothing
+(``empty_response_text``) or whose audio encodes to no codes (``empty_query_audio`` /
+``empty_response_audio``), prompts that reach ``max_len`` (``prompt_too_long``), and
+responses that do not fit ``max_len``: cut (``truncated``) or dropped (``too_long``) per
+``too_long``. A split left with no example is an error naming these counts.
 
 Every rank reads and encodes the whole split (then Lightning's distributed sampler splits
 the batches), so all ranks hold the same list in the same (key-sorted) order.

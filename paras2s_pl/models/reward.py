@@ -407,7 +407,8 @@ class TokensRewardModel(RewardModel):
     Args:
         config: :class:`DualStreamConfig` overrides of the tiny preset (``hidden_size``,
             ``num_hidden_layers`` …); ignored with ``init_from``.
-        tokenizer: Tokenizer directory; None = the mini world's tokenizer.
+        tokenizer: Tokenizer directory; None = the one saved in ``init_from``, else the mini
+            world's tokenizer.
         codec: The audio codec (``class_path``/``init_args`` in YAML); None = ProsodyCodec.
         init_from: Start from a saved :class:`DualStreamLM` (e.g. the SFT policy's export),
             the usual way to initialise a reward model; None = random init.
@@ -431,11 +432,13 @@ class TokensRewardModel(RewardModel):
         max_len: int = 512,
     ) -> None:
         super().__init__()
+        if tokenizer is None and init_from and (Path(init_from) / "tokenizer_config.json").exists():
+            tokenizer = init_from  # the policy export keeps its tokenizer beside the weights
         self.tokenizer_path = tokenizer
         tok = build_mini_tokenizer() if tokenizer is None else load_tokenizer(tokenizer)
         codec = ProsodyCodec() if codec is None else codec
         if init_from is not None:
-            self.lm = DualStreamLM.from_pretrained(init_from)
+            self.lm = DualStreamLM.from_pretrained(init_from).train()  # HF loads in eval mode
         else:
             fields = {"mimo_layers": 1, **(config or {})}
             cfg = DualStreamConfig.tiny(len(tok), int(codec.vocab_size), **fields)

@@ -26,6 +26,19 @@ TensorBoard by the trainer's logger.
 reward_model``); GRPO loads it with
 :func:`paras2s_pl.models.reward.load_reward_model`. ``trainable_only_checkpoints`` keeps
 Lightning checkpoints to the trainable tensors (LoRA + score rows) instead of 7B weights.
+
+**Measured** (2 shared CPU cores, ``OMP_NUM_THREADS=1``):
+
+* ``tests/test_reward.py``: on a synthetic TTS set whose score is a function of (query
+  style, response tone) (216 pairs, 12 pair ids, 3 held out) the tiny tokens model (hidden
+  64, 2 layers) reaches held-out Pearson r 0.91 after 150 steps (9–29 s with featurizing,
+  depending on the machine's load).
+* ``configs/mini/reward.yaml`` on mini-world preferences (the 240-step mini SFT policy, 200
+  train queries × K=8 judged by the rubric: 1595 pairs, 20 held-out queries): held-out
+  Pearson r 0.47 at step 100, best 0.55 at step 400 (age 0.67, gender 0.60, emotion 0.12,
+  sarcasm ≈ 0), 0.51 at step 600; 7 min 13 s wall (61 s featurizing). Starting from the SFT
+  policy (``init_from``) was worse (0.26–0.46, 0.30 at the end). The paper's 0.7 needs more queries
+  (Fig. 2b: ~10 h of annotated prompts) than the mini world has.
 """
 
 from __future__ import annotations
