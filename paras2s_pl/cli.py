@@ -512,7 +512,13 @@ def main(argv: list[str] | None = None) -> object:
             print(f"paras2s {' '.join(argv[:2])}: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
     if argv[0] in LIGHTNING_COMMANDS:
-        return lightning_cli(None if from_sys else argv)
+        from paras2s_pl.errors import MissingInputError
+
+        try:
+            return lightning_cli(None if from_sys else argv)
+        except MissingInputError as err:  # an earlier stage's output: name it, no traceback
+            print(f"paras2s {argv[0]}: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
     print(f"paras2s: unknown command {argv[0]!r}\n\n{_help()}", file=sys.stderr)
     raise SystemExit(2)
 

@@ -12,7 +12,9 @@ from typing import Any
 
 
 def make_openai_client(
-    base_url: str | None, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
+    base_url: str | None,
+    api_key_env: str = "OPENAI_API_KEY",
+    timeout: float = 60.0,
     max_retries: int = 0,
 ) -> Any:
     """An ``openai.OpenAI`` client; a local ``base_url`` may run without a key.

@@ -543,8 +543,9 @@ class OpenAIAudioCaptioner(_PromptedCaptioner):
     def client(self) -> Any:
         """The ``openai.OpenAI`` client, made on first use."""
         if self._client is None:
-            self._client = make_openai_client(self.base_url, self.api_key_env, self.timeout,
-                                              self.max_retries)
+            self._client = make_openai_client(
+                self.base_url, self.api_key_env, self.timeout, self.max_retries
+            )
         return self._client
 
     def _generate(self, wavs: list[np.ndarray]) -> list[str]:

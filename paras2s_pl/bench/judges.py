@@ -375,5 +375,3 @@ class OpenAIJudge:
         pool.shutdown()
         log.info("judge %s: %s", self.name, self.meter.summary())
         return results  # type: ignore[return-value]
-
-

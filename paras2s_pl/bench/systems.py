@@ -159,8 +159,9 @@ class OpenAIResponder:
     def client(self) -> Any:
         """The ``openai.OpenAI`` client, made on first use (the key is read then)."""
         if self._client is None:
-            self._client = make_openai_client(self.base_url, self.api_key_env, self.timeout,
-                                              self.max_retries)
+            self._client = make_openai_client(
+                self.base_url, self.api_key_env, self.timeout, self.max_retries
+            )
         return self._client
 
     def prompt(self, transcript: str, style_label: str | None) -> str:

@@ -76,14 +76,7 @@ class PreferenceReader(ShardDataset):
     """
 
     def __init__(self, *args: Any, rank_local: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, schema="preference", **kwargs)
-        self.rank_local = rank_local
-
-    def _slots(self) -> tuple[int, int]:
-        if not self.rank_local:
-            return super()._slots()
-        info = torch.utils.data.get_worker_info()
-        return (info.id, info.num_workers) if info is not None else (0, 1)
+        super().__init__(*args, schema="preference", split_by_rank=not rank_local, **kwargs)
 
     def decode(self, raw: dict[str, Any]) -> Sample | None:
         """Count a missing or out-of-range score under its own reason, then decode."""

@@ -44,18 +44,17 @@ import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
-from paras2s_pl.audio.codec import ProsodyCodec
 from paras2s_pl.data.shards import ShardDataset
+from paras2s_pl.data.vocab import CodecLike, PolicyVocab
 from paras2s_pl.models.dual_stream import DualStreamConfig
 from paras2s_pl.models.layout import Example, build_example, build_prompt, collate
-from paras2s_pl.models.tokenizer import build_mini_tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +72,6 @@ BATCH_KEYS = (
 )
 
 
-class CodecLike(Protocol):
-    """The part of :class:`~paras2s_pl.audio.codec.AudioCodec` SFT uses, for the config parser.
-
-    Parameters are typed ``Any`` on purpose: jsonargparse accepts a ``class_path`` for a
-    protocol-typed argument only when the class's annotations equal the protocol's exactly,
-    and the codecs' ``encode``/``decode`` annotations differ from ``AudioCodec``'s.
-    """
-
-    vocab_size: int
-
-    def encode(self, wav: Any, sample_rate: Any) -> Any:
-        """Mono audio → 1-D code tensor."""
-        ...
-
-    def decode(self, tokens: Any, text: Any = None) -> Any:
-        """Codes (+ text) → ``(wav, sample_rate)``."""
-        ...
-
-
 @dataclass
 class Turn:
     """One encoded demo: codec codes, text token ids and the metadata validation shows."""
@@ -106,18 +86,6 @@ class Turn:
     response_codes: torch.Tensor  # (Nr,) codec codes of the response audio
     response_text_ids: list[int]  # tokenizer ids of response_text (no special tokens)
     query_text_ids: list[int] | None = None  # ids of content, when the layout uses it
-
-
-class _RankLocalReader(ShardDataset):
-    """A shard reader that splits over DataLoader workers only, never over ranks.
-
-    :class:`ShardDataset` splits over ranks × workers for streaming training; here every
-    rank must hold the whole split (the distributed sampler splits it later).
-    """
-
-    def _slots(self) -> tuple[int, int]:
-        info = torch.utils.data.get_worker_info()
-        return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
 class _EncodingStream(IterableDataset):
@@ -171,7 +139,7 @@ def _unbatched(item: Any) -> Any:
     return item
 
 
-class SFTDataModule(LightningDataModule):
+class SFTDataModule(PolicyVocab, LightningDataModule):
     """Demo shards as dual-stream SFT batches (see the module docstring).
 
     Args:
@@ -219,17 +187,9 @@ class SFTDataModule(LightningDataModule):
         super().__init__()
         if too_long not in ("truncate", "skip"):
             raise ValueError(f"too_long={too_long!r}; expected 'truncate' or 'skip'")
-        codec = ProsodyCodec() if codec is None else codec
-        # on the class: a lazy codec's vocab_size may load its model (isinstance would touch it)
-        if not all(callable(getattr(type(codec), m, None)) for m in ("encode", "decode")):
-            raise TypeError(
-                f"codec is a {type(codec).__name__}, not an AudioCodec (encode, decode, "
-                "vocab_size); pass e.g. paras2s_pl.audio.codec.ProsodyCodec"
-            )
         self.save_hyperparameters(ignore=["codec"])
         self.root, self.train_split, self.val_split = root, train_split, val_split
-        self.codec = codec
-        self.tokenizer_path, self.trust_remote_code = tokenizer, trust_remote_code
+        self._init_vocab(codec, tokenizer, trust_remote_code)
         self.batch_size, self.num_workers, self.encode_workers = (
             batch_size,
             num_workers,
@@ -238,7 +198,6 @@ class SFTDataModule(LightningDataModule):
         self.max_len, self.too_long, self.val_limit = max_len, too_long, val_limit
         self.query_transcript, self.sample_rate = query_transcript, sample_rate
         self.shuffle, self.seed = shuffle, seed
-        self._tokenizer = None
         self._layout_cfg: DualStreamConfig | None = None
         self._fixed_layout = False
         self._turns: dict[str, list[Turn]] = {}
@@ -248,28 +207,6 @@ class SFTDataModule(LightningDataModule):
         self.val_queries: list[Turn] = []
 
     # ---- what the model needs from the data ----------------------------------------------
-    @property
-    def tokenizer(self):
-        """The text tokenizer (loaded on first use)."""
-        if self._tokenizer is None:
-            if self.tokenizer_path is None:
-                self._tokenizer = build_mini_tokenizer()
-            else:
-                self._tokenizer = load_tokenizer(
-                    self.tokenizer_path, trust_remote_code=self.trust_remote_code
-                )
-        return self._tokenizer
-
-    @property
-    def text_vocab_size(self) -> int:
-        """``len(tokenizer)``: text ids the data can contain (control tokens included)."""
-        return len(self.tokenizer)
-
-    @property
-    def codec_vocab_size(self) -> int:
-        """Codes the codec emits, ``[0, codec.vocab_size)``."""
-        return int(self.codec.vocab_size)
-
     def set_layout_config(self, cfg: DualStreamConfig | None) -> None:
         """Fix the policy config the layout uses (None: resolve it again at setup)."""
         self._layout_cfg, self._fixed_layout = cfg, cfg is not None
@@ -331,7 +268,9 @@ class SFTDataModule(LightningDataModule):
 
     def read_split(self, split: str, limit: int | None = None) -> list[Turn]:
         """Read and encode one split (sorted by key); counts go to ``stats[split]``."""
-        reader = _RankLocalReader(self.root, split=split, sample_rate=self.sample_rate)
+        reader = ShardDataset(  # every rank holds the whole split (the sampler splits it)
+            self.root, split=split, sample_rate=self.sample_rate, split_by_rank=False
+        )
         counts = {"read": 0, "skipped": Counter(), "truncated": 0}
         self.stats[self._turn_key(split, limit)] = counts
         loader = DataLoader(

@@ -50,6 +50,7 @@ from paras2s_pl.data.schema import (
     parse_meta,
     schema_class,
 )
+from paras2s_pl.errors import MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -255,10 +256,10 @@ def build_manifest(
 
 
 def read_manifest(root: str | Path, split: str) -> dict[str, Any]:
-    """Load a split's manifest; ``FileNotFoundError`` says how to make one."""
+    """Load a split's manifest; ``MissingInputError`` (a FileNotFoundError) says how to make one."""
     path = manifest_path(root, split)
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no manifest {path}: the split {split!r} was never finished. Build it with "
             "`paras2s shards build-demo --out ...` or pass the tar files directly"
         )
@@ -319,6 +320,9 @@ class ShardDataset(torch.utils.data.IterableDataset):
         seed: Seed of both shuffles; the epoch is added so each epoch differs.
         repeat: Loop forever (for step-based training).
         max_seconds: Skip longer samples (counted) when set.
+        split_by_rank: Split over ranks × DataLoader workers (streaming training). False:
+            over workers only, so every rank reads the whole split (in-memory data that a
+            distributed sampler splits later).
     """
 
     def __init__(
@@ -331,8 +335,10 @@ class ShardDataset(torch.utils.data.IterableDataset):
         seed: int = 0,
         repeat: bool = False,
         max_seconds: float | None = None,
+        split_by_rank: bool = True,
     ) -> None:
         super().__init__()
+        self.split_by_rank = split_by_rank
         self.urls, manifest = self._resolve(source, split)
         self.schema = schema or (manifest or {}).get("schema") or "query"
         schema_class(self.schema)
@@ -372,7 +378,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
     # shard splitting would leave some ranks without data and hang DDP/FSDP, so every
     # slot reads all shards and keeps every n-th sample instead.
     def _slots(self) -> tuple[int, int]:
-        rank, world = _dist_info()
+        rank, world = _dist_info() if self.split_by_rank else (0, 1)
         worker, workers = _worker_info()
         return rank * workers + worker, world * workers
 

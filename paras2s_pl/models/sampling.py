@@ -371,12 +371,16 @@ def sequence_logprobs(
     masks: tuple[torch.Tensor, torch.Tensor] | None = None,
     whisper_features: torch.Tensor | None = None,
     feature_mask: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    return_logits: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Per-token log-probs (B, L - response_start) of the response ids, one forward pass.
 
     Same definition as :func:`generate`'s (module docstring). ``temperatures`` =
     ``(audio, text)`` of sampling; ``masks`` = ``(audio_mask, text_mask)`` zero the forced
-    positions. Runs with gradients unless the caller disables them.
+    positions. Runs with gradients unless the caller disables them. Returns
+    ``(audio_logprobs, text_logprobs)``; with ``return_logits`` also the heads' raw logits
+    over the response positions, ``(…, audio_logits, text_logits)`` (B, T, V), e.g. for
+    entropy logging without a second forward pass.
     """
     mcfg: DualStreamConfig = model.config
     n_resp = full_audio_ids.shape[1] - response_start
@@ -407,6 +411,8 @@ def sequence_logprobs(
         result = [
             torch.where(m, lp, torch.zeros_like(lp)) for m, lp in zip(masks, result, strict=True)
         ]
+    if return_logits:
+        return result[0], result[1], out.audio_logits, out.text_logits
     return result[0], result[1]
 
 

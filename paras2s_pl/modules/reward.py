@@ -53,11 +53,11 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanAbsoluteError, PearsonCorrCoef
 from torchmetrics.classification import MulticlassAccuracy
-from transformers import get_cosine_schedule_with_warmup
 
 from paras2s_pl.data import labels
 from paras2s_pl.losses.reward import argmax_score, expected_score, score_token_loss
 from paras2s_pl.models.reward import RewardModel
+from paras2s_pl.modules.optim import adamw_cosine
 
 log = logging.getLogger(__name__)
 
@@ -178,22 +178,10 @@ class RewardModule(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over the trainable parameters + linear warm-up cosine schedule (per step)."""
         hp = self.hparams
-        total = hp.max_steps
-        if total is None:
-            total = self.trainer.estimated_stepping_batches
-            if total == float("inf"):
-                raise ValueError("set trainer.max_steps, trainer.max_epochs or model.max_steps")
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("the reward model has no trainable parameters")
-        optimizer = torch.optim.AdamW(
-            params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay
-        )
-        scheduler = get_cosine_schedule_with_warmup(optimizer, hp.warmup_steps, int(total))
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
+        return adamw_cosine(
+            self.parameters(), self._trainer, hp.lr, hp.betas, hp.weight_decay,
+            hp.warmup_steps, hp.max_steps, what="the reward model",
+        )  # fmt: skip
 
     # ---- checkpoints and export ----------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

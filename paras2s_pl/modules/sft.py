@@ -48,18 +48,12 @@ FSDP prefer the strategy's ``activation_checkpointing_policy`` on the decoder la
 from __future__ import annotations
 
 import html
-import json
 import logging
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.strategies import FSDPStrategy
 from torchmetrics import MeanMetric
-from transformers import get_cosine_schedule_with_warmup
 
 from paras2s_pl.losses.sft import sft_loss
 from paras2s_pl.models.dual_stream import DualStreamConfig, DualStreamLM
@@ -69,17 +63,21 @@ from paras2s_pl.models.sampling import (
     response_codes,
     response_text_ids,
 )
-from paras2s_pl.models.tokenizer import SPECIAL_TOKENS, special_ids
+from paras2s_pl.modules.optim import adamw_cosine
+from paras2s_pl.modules.policy import (  # noqa: F401  (check_data_compatibility: re-export)
+    PolicyModule,
+    check_data_compatibility,
+    check_policy_args,
+)
 
 log = logging.getLogger(__name__)
 
 LOGGED_STATS = ("loss", "loss_text", "loss_audio", "acc_text", "acc_audio")
 #: Validation decoding: greedy on both streams (overridable through ``sampling``).
 VAL_SAMPLING = {"audio_temperature": 0.0, "text_temperature": 0.0, "max_new_tokens": 256}
-PRESETS = {"tiny": DualStreamConfig.tiny, "kimi_audio_7b": DualStreamConfig.kimi_audio_7b}
 
 
-class SFTModule(LightningModule):
+class SFTModule(PolicyModule):
     """SFT of the dual-stream policy (see the module docstring).
 
     Args:
@@ -132,10 +130,7 @@ class SFTModule(LightningModule):
         export_dir: str | None = None,
     ) -> None:
         super().__init__()
-        if preset not in PRESETS:
-            raise ValueError(f"preset={preset!r}; expected one of {list(PRESETS)}")
-        if not isinstance(getattr(torch, load_dtype, None), torch.dtype):
-            raise ValueError(f"load_dtype={load_dtype!r} is not a torch dtype (e.g. 'float32')")
+        check_policy_args(preset, load_dtype)
         self.save_hyperparameters()
         self.sampling = SamplingConfig(**{**VAL_SAMPLING, **(sampling or {})})
         self.model: DualStreamLM | None = None
@@ -144,74 +139,6 @@ class SFTModule(LightningModule):
         self._policy_cfg: DualStreamConfig | None = None
         self._val_loss = MeanMetric()
         self._generations: list[dict[str, Any]] = []
-
-    # ---- model -------------------------------------------------------------------------------
-    def _datamodule(self):
-        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-
-    def _data_size(self, name: str) -> int | None:
-        """``text_vocab_size`` / ``codec_vocab_size``: the hparam, else the DataModule's."""
-        given, dm = self.hparams[name], self._datamodule()
-        data = getattr(dm, name, None) if dm is not None else None
-        if given is not None and data is not None and given != data:
-            raise ValueError(
-                f"model.init_args.{name}={given} but the data has {name}={data}; "
-                f"remove the model setting or make them agree"
-            )
-        return given if given is not None else data
-
-    def policy_config(self) -> DualStreamConfig:
-        """The policy's config, resolved from the preset/checkpoint and checked against the data."""
-        if self.model is not None:
-            return self.model.config
-        if self._policy_cfg is None:
-            hp = self.hparams
-            overrides = dict(hp.model_config or {})
-            text_size, codec_size = (
-                self._data_size(n) for n in ("text_vocab_size", "codec_vocab_size")
-            )
-            if hp.init_from is not None:
-                cfg = DualStreamConfig.from_pretrained(hp.init_from, **overrides)
-            elif hp.preset == "tiny":
-                if text_size is None or codec_size is None:
-                    raise ValueError(
-                        "SFTModule(preset='tiny') needs text_vocab_size and codec_vocab_size: "
-                        "fit with an SFTDataModule or set model.init_args.text_vocab_size / "
-                        "codec_vocab_size"
-                    )
-                cfg = DualStreamConfig.tiny(text_size, codec_size, **overrides)
-            else:
-                cfg = PRESETS[hp.preset](**overrides)
-            check_data_compatibility(cfg, text_size, codec_size, self._data_tokenizer())
-            # stored so load_from_checkpoint can rebuild the model without the data
-            hp.text_vocab_size, hp.codec_vocab_size = text_size, codec_size
-            self._policy_cfg = cfg
-        return self._policy_cfg
-
-    def _data_tokenizer(self):
-        dm = self._datamodule()
-        return getattr(dm, "tokenizer", None) if dm is not None else self.tokenizer
-
-    def setup(self, stage: str) -> None:
-        """Take the tokenizer and codec from the DataModule; resolve and check the config."""
-        dm = self._datamodule()
-        if dm is not None:
-            self.tokenizer = getattr(dm, "tokenizer", self.tokenizer)
-            self.codec = getattr(dm, "codec", self.codec)
-        self.policy_config()
-
-    def configure_model(self) -> None:
-        """Build the policy (here, not in ``__init__``, so FSDP can shard it as it is made)."""
-        if self.model is not None:
-            return
-        cfg, hp = self.policy_config(), self.hparams
-        if hp.init_from is not None:
-            dtype = getattr(torch, hp.load_dtype)
-            self.model = DualStreamLM.from_pretrained(hp.init_from, config=cfg, dtype=dtype)
-        else:
-            self.model = DualStreamLM(cfg)
-        if hp.activation_checkpointing:
-            self.model.gradient_checkpointing_enable({"use_reentrant": False})
 
     # ---- steps -------------------------------------------------------------------------------
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -342,123 +269,7 @@ class SFTModule(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW + linear warm-up cosine schedule, stepped per optimizer step."""
         hp = self.hparams
-        total = hp.max_steps
-        if total is None:
-            total = self.trainer.estimated_stepping_batches
-            if total == float("inf"):
-                raise ValueError("set trainer.max_steps, trainer.max_epochs or model.max_steps")
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay
-        )
-        scheduler = get_cosine_schedule_with_warmup(optimizer, hp.warmup_steps, int(total))
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
-
-    # ---- export ------------------------------------------------------------------------------
-    def on_fit_end(self) -> None:
-        """Export the policy for the next stages (see :meth:`export_policy`)."""
-        if not self.hparams.export:
-            return
-        root = self.trainer.log_dir or self.trainer.default_root_dir
-        self.export_policy(self.hparams.export_dir or Path(root) / "policy")
-
-    def export_policy(self, directory: str | Path) -> Path | None:
-        """``save_pretrained`` the policy + tokenizer + ``paras2s_policy.json`` to ``directory``.
-
-        Every rank must call it (under FSDP the full state dict is gathered to rank 0,
-        which writes); returns the directory on the writing rank, else None.
-        """
-        directory = Path(directory)
-        state = self._full_state_dict()  # collective under FSDP
-        if self._trainer is not None and not self.trainer.is_global_zero:
-            return None
-        policy = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-        directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(directory, state_dict=policy)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(directory)
-        info = {
-            "codec": type(self.codec).__module__ + "." + type(self.codec).__qualname__
-            if self.codec is not None
-            else None,
-            "codec_vocab_size": self.hparams.codec_vocab_size,
-            "text_vocab_size": self.hparams.text_vocab_size,
-            "val_sampling": asdict(self.sampling),
-            "global_step": self.global_step if self._trainer is not None else None,
-        }
-        (directory / "paras2s_policy.json").write_text(json.dumps(info, indent=2))
-        log.info("exported the policy to %s", directory)
-        return directory
-
-    def _full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The LightningModule's unsharded state dict (under FSDP: gathered to rank 0, on CPU)."""
-        strategy = self._trainer.strategy if self._trainer is not None else None
-        if isinstance(strategy, FSDPStrategy):
-            from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-            full = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
-            with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, full):
-                return strategy.model.state_dict()
-        return self.state_dict()
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Norm clipping through the FSDP root's ``clip_grad_norm_`` under FSDP.
-
-        Lightning's FSDP precision plugin refuses ``gradient_clip_algorithm='norm'`` (a plain
-        ``clip_grad_norm_`` over shards is wrong); the root module computes the global norm.
-        """
-        strategy = self.trainer.strategy
-        if (
-            gradient_clip_val
-            and isinstance(strategy, FSDPStrategy)
-            and gradient_clip_algorithm in (None, "norm")
-        ):
-            strategy.model.clip_grad_norm_(gradient_clip_val)
-            return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-
-def check_data_compatibility(
-    cfg: DualStreamConfig,
-    text_vocab_size: int | None,
-    codec_vocab_size: int | None,
-    tokenizer=None,
-) -> None:
-    """Raise ``ValueError`` naming both numbers when the data does not fit the policy config.
-
-    The codec's vocabulary must equal the model's audio-code block (a smaller codec would
-    train on a block whose codes mean something else), the tokenizer must fit the text ids,
-    and a tokenizer holding the dual-stream control tokens must have them at the config's ids.
-    """
-    if codec_vocab_size is not None:
-        cfg.check_codec(codec_vocab_size)
-        if codec_vocab_size != cfg.audio_vocab_size:
-            raise ValueError(
-                f"codec vocabulary ({codec_vocab_size} codes) does not match the model's audio "
-                f"code block (audio_vocab_size={cfg.audio_vocab_size}); use the codec the model "
-                f"was built for or set model_config.audio_vocab_size={codec_vocab_size}"
-            )
-    if text_vocab_size is not None and text_vocab_size > cfg.text_vocab_size:
-        raise ValueError(
-            f"tokenizer has {text_vocab_size} ids but the model's text ids are "
-            f"[0, text_vocab_size={cfg.text_vocab_size}); use the model's tokenizer"
-        )
-    if tokenizer is None:
-        return
-    try:
-        found = special_ids(tokenizer)
-    except ValueError:
-        log.warning("tokenizer has no %s...: control ids not checked", SPECIAL_TOKENS[0])
-        return
-    wrong = {k: (v, getattr(cfg, k)) for k, v in found.items() if getattr(cfg, k) != v}
-    if wrong:
-        detail = ", ".join(f"{k}: tokenizer {a} vs model {b}" for k, (a, b) in wrong.items())
-        raise ValueError(f"control-token ids differ between tokenizer and model ({detail})")
+        return adamw_cosine(
+            self.model.parameters(), self._trainer, hp.lr, hp.betas, hp.weight_decay,
+            hp.warmup_steps, hp.max_steps, what="the policy",
+        )  # fmt: skip

@@ -1,0 +1,7 @@
+"""Errors the ``paras2s`` CLI reports in one line (no traceback), exit status 2."""
+
+from __future__ import annotations
+
+
+class MissingInputError(FileNotFoundError):
+    """A stage's input (an earlier stage's export) is missing; the message names its command."""
