@@ -120,12 +120,16 @@ def bench_respond(
     asr: str = "pocketsphinx",
     asr_options: dict | None = None,
     overwrite: bool = False,
+    policy: Path | None = None,
+    sampling: dict | None = None,
 ) -> None:
-    """Write a reference system's responses (baseline or topline) for every test query.
+    """Write a system's responses for every test query: a reference system or a trained policy.
 
     Args:
-        system: ``baseline`` (ASR → reply from text alone → neutral voice) or ``topline``
-            (reply from the true content and style, spoken in its tone).
+        system: ``baseline`` (ASR → reply from text alone → neutral voice), ``topline``
+            (reply from the true content and style, spoken in its tone), or ``policy`` (a
+            trained speech policy, ``--policy DIR``; any other name with ``--policy`` too,
+            e.g. ``sft`` or ``grpo``, names the table row).
         testset: Shard directory of the labelled queries.
         split: Its split.
         out: Output directory of ``<key>.flac`` + ``responses.jsonl`` (default
@@ -137,9 +141,24 @@ def bench_respond(
         asr: The baseline's recogniser: ``pocketsphinx`` (embedded) or ``whisper``.
         asr_options: Options of the recogniser, e.g. ``{"model": "/ckpt/whisper"}``.
         overwrite: Replace responses already in --out.
+        policy: An exported policy directory (``runs/mini/sft_policy``): its greedy answers.
+        sampling: Sampling overrides of the policy (e.g. ``{"max_new_tokens": 200}``).
     """
     from paras2s_pl.bench import backends
     from paras2s_pl.bench.systems import build_responses
+
+    if policy is not None or system == "policy":
+        from paras2s_pl.bench.policy_responses import build_policy_responses
+
+        if policy is None:
+            raise ValueError("--system policy needs --policy DIR (an exported policy)")
+        target = out or Path("runs/responses") / system
+        manifest = build_policy_responses(
+            policy, testset, split, target, system, sampling, overwrite=overwrite
+        )
+        print(f"{system}: {manifest['written']} responses, {manifest['failed']} without audio "
+              f"({manifest['seconds']} s) in {target}")  # fmt: skip
+        return
 
     manifest = build_responses(
         system,

@@ -73,3 +73,39 @@ def write_tiny_set(
             )
     assert w.manifest is not None
     return w.manifest
+
+
+#: A policy smaller than the tiny preset: a few dozen CPU steps memorise a handful of replies.
+SMALL_POLICY = dict(
+    hidden_size=64,
+    intermediate_size=192,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    mimo_layers=1,
+    mimo_transformer_from_layer_index=1,
+)
+
+
+def write_tiny_policy(path: str | Path, seed: int = 0, **config) -> Path:
+    """Export a random :data:`SMALL_POLICY` as the SFT stage does.
+
+    Writes the weights, the mini tokenizer and ``paras2s_policy.json`` (prosody codec);
+    ``config`` overrides :data:`SMALL_POLICY`.
+    """
+    import json
+
+    import torch
+
+    from paras2s_pl.models.dual_stream import DualStreamConfig, DualStreamLM
+    from paras2s_pl.models.tokenizer import build_mini_tokenizer
+
+    path = Path(path)
+    tok = build_mini_tokenizer()
+    torch.manual_seed(seed)
+    cfg = DualStreamConfig.tiny(len(tok), 264, **{**SMALL_POLICY, **config})
+    DualStreamLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    info = {"codec": "paras2s_pl.audio.codec.ProsodyCodec", "codec_vocab_size": 264}
+    (path / "paras2s_policy.json").write_text(json.dumps(info))
+    return path

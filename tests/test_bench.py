@@ -414,6 +414,28 @@ def test_demo_table3_topline_beats_baseline_on_every_category(demo_runs, capsys)
 
 
 @pytest.mark.integration
+def test_policy_system_answers_every_query_and_is_scored(demo_runs, tmp_path):
+    from paras2s_pl.testing import write_tiny_policy
+
+    runs, _ = demo_runs
+    demo = runs.parent / "demo"
+    policy = write_tiny_policy(tmp_path / "base_policy")
+    out = tmp_path / "responses" / "base"
+    main(["bench", "respond", "--system", "base", "--policy", str(policy), "--testset", str(demo),
+          "--out", str(out), "--sampling", '{"max_new_tokens": 24}'])  # fmt: skip
+    records = tables.read_jsonl(out / "responses.jsonl")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(records) == 16 and {r["system"] for r in records} == {"base"}
+    assert manifest["written"] + manifest["failed"] == 16 and manifest["written"] > 0
+    assert len(list(out.glob("*.flac"))) == manifest["written"]
+    assert manifest["sampling"]["text_temperature"] == 0.0  # greedy by default
+    main(["bench", "run", "--testset", str(demo), "--responses", str(out), "--system", "base",
+          "--out", str(tmp_path / "bench")])  # fmt: skip
+    scores = tables.read_jsonl(tmp_path / "bench" / "base" / "scores.jsonl")
+    assert len(scores) == 16 and sum(r["status"] == "scored" for r in scores) > 0
+
+
+@pytest.mark.integration
 def test_demo_pairs_topline_style_aware_baseline_one_sided(demo_runs):
     built = json.loads((demo_runs[0] / "table.json").read_text())
     base, top = built["pairs"]["baseline"], built["pairs"]["topline"]

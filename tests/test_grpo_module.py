@@ -9,7 +9,6 @@ codes in the lower half of the prosody codec's 264), which needs no audio decodi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import lightning as L
@@ -18,23 +17,14 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from paras2s_pl.data.prompts import PromptDataModule, RolloutSchedule
-from paras2s_pl.models.dual_stream import DualStreamConfig, DualStreamLM
-from paras2s_pl.models.tokenizer import build_mini_tokenizer
+from paras2s_pl.models.dual_stream import DualStreamLM
 from paras2s_pl.modules.grpo import GRPOModule
 from paras2s_pl.rl.buffer import RolloutBuffer
 from paras2s_pl.rl.scorers import JudgeScorer, RewardModelScorer, Scorer, TokenFractionScorer
-from paras2s_pl.testing import write_tiny_set
+from paras2s_pl.testing import SMALL_POLICY, write_tiny_policy, write_tiny_set
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(
-    hidden_size=64,
-    intermediate_size=192,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    mimo_layers=1,
-    mimo_transformer_from_layer_index=1,
-)
+SMALL = SMALL_POLICY
 LOW_CODES = TokenFractionScorer("audio", 0, 132)
 
 
@@ -257,6 +247,26 @@ def test_num_iterations_stores_old_logprobs_equal_to_the_policy(dm):
     assert stats["ratio_mean"] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_micro_batch_split_gives_the_rollouts_gradient(dm, monkeypatch):
+    # Lightning averages the micro-batch losses; with the rollout's denominator their
+    # average gradient equals the whole rollout's, for every aggregation
+    for aggregation in ("grpo", "dapo", "dr_grpo"):
+        module = attached(make_module(scorer=_Mixed(nan_rows=(1,)), aggregation=aggregation), dm)
+        buffer = module.make_rollout(dm.prompts[:2], rollout=0)
+        with torch.no_grad():  # move off the reference so the KL and clip terms are non-trivial
+            for p in module.model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        module.micro_batch_loss(buffer)[0].backward()
+        whole = [p.grad.clone() for p in module.model.parameters()]
+        module.zero_grad()
+        monkeypatch.setattr(GRPOModule, "micro_batches", property(lambda self: 2))
+        for i in range(2):
+            (module.micro_batch_loss(buffer.micro(i, 2))[0] / 2).backward()
+        monkeypatch.undo()
+        for a, p in zip(whole, module.model.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, a, atol=1e-6, rtol=1e-4)
+
+
 def test_text_only_mode_masks_the_audio_stream(dm):
     module = attached(make_module(streams="text"), dm)
     buffer = module.make_rollout(dm.prompts[:2], rollout=0)
@@ -371,14 +381,7 @@ def test_judge_scorer_scores_labelled_prompts_and_refuses_unlabelled(prompts_roo
 
 def _exports(tmp_path: Path) -> tuple[Path, Path]:
     """A tiny 'SFT policy' export and a tiny reward model export, as the stages write them."""
-    tok = build_mini_tokenizer()
-    policy = tmp_path / "sft_policy"
-    DualStreamLM(DualStreamConfig.tiny(len(tok), 264, **SMALL)).save_pretrained(policy)
-    tok.save_pretrained(policy)
-    (policy / "paras2s_policy.json").write_text(
-        json.dumps({"codec": "paras2s_pl.audio.codec.ProsodyCodec"})
-    )
-    return policy, _tiny_reward_model(tmp_path / "reward_model")
+    return write_tiny_policy(tmp_path / "sft_policy"), _tiny_reward_model(tmp_path / "rm")
 
 
 @pytest.mark.integration
@@ -404,6 +407,14 @@ def test_cli_fit_mini_grpo_config(prompts_root, tmp_path):
     assert cli.trainer.global_step == 2
     assert (tmp_path / "grpo_policy" / "config.json").exists()
     assert list(Path(cli.trainer.log_dir).glob("events.out.tfevents.*"))
+    # the frozen models did not move, the policy did
+    from paras2s_pl.models.reward import load_reward_model
+
+    fresh_rm = load_reward_model(reward).state_dict()
+    assert all(torch.equal(v, fresh_rm[k]) for k, v in cli.model.scorer.model.state_dict().items())
+    start = DualStreamLM.from_pretrained(policy).state_dict()
+    assert all(torch.equal(v, start[k]) for k, v in cli.model.reference.state_dict().items())
+    assert not all(torch.equal(v, start[k]) for k, v in cli.model.model.state_dict().items())
 
 
 def test_grpo_config_stops_with_the_command_when_checkpoints_are_missing(tmp_path, capsys):

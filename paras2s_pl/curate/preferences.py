@@ -45,20 +45,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from paras2s_pl.audio.codec import AudioCodec, ProsodyCodec
 from paras2s_pl.audio.io import resample
 from paras2s_pl.bench.cache import CachedJudge
 from paras2s_pl.bench.evaluate import Perception, audio_sha1, part_id, part_name
@@ -75,118 +72,14 @@ from paras2s_pl.curate.bookkeeping import (
 from paras2s_pl.curate.budget import read_exclude
 from paras2s_pl.data.schema import PreferenceMeta, QueryMeta
 from paras2s_pl.data.shards import ShardDataset, ShardSetWriter, read_manifest
-from paras2s_pl.models.dual_stream import DualStreamLM
-from paras2s_pl.models.layout import build_prompt, collate
-from paras2s_pl.models.sampling import (
-    SamplingConfig,
-    generate,
-    response_codes,
-    response_text_ids,
+from paras2s_pl.models.speech_policy import (  # noqa: F401  (re-exported for callers)
+    CURATION_SAMPLING,
+    Policy,
+    load_policy,
+    with_sampling,
 )
-from paras2s_pl.models.tokenizer import build_mini_tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
-
-#: "High temperature" sampling for diverse responses (paper §4.2); overridable.
-CURATION_SAMPLING = {
-    "audio_temperature": 1.0,
-    "audio_top_k": 0,
-    "text_temperature": 1.0,
-    "text_top_k": 0,
-    "max_new_tokens": 256,
-}
-
-
-# ------------------------------------------------------------------------------ the policy
-@dataclass
-class Policy:
-    """A policy ready to answer queries: model, tokenizer, codec, sampling."""
-
-    model: DualStreamLM
-    tokenizer: Any
-    codec: AudioCodec
-    sampling: SamplingConfig
-    query_transcript: bool = False
-    path: str = ""
-
-    @property
-    def device(self) -> torch.device:
-        """The model's device."""
-        return next(self.model.parameters()).device
-
-    def respond(
-        self, query_wav: np.ndarray, sample_rate: int, k: int, seed: int, content: str = ""
-    ) -> list[tuple[torch.Tensor, str]]:
-        """K sampled responses to one query: ``(codec codes, text)`` each; seeded."""
-        cfg = self.model.config
-        codes = torch.as_tensor(self.codec.encode(query_wav, sample_rate)).long()
-        text_ids = (
-            self.tokenizer(content, add_special_tokens=False)["input_ids"]
-            if self.query_transcript and content
-            else None
-        )
-        prompt = build_prompt(codes, cfg, text_ids)
-        batch = collate([prompt] * k, cfg.text_blank_id, left_pad=True)
-        batch = {k_: v.to(self.device) for k_, v in batch.items() if torch.is_tensor(v)}
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        rollout = generate(
-            self.model,
-            batch["audio_ids"],
-            batch["text_ids"],
-            batch["attention_mask"],
-            self.sampling,
-            gen,
-        )
-        texts = [
-            self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            for ids in response_text_ids(rollout, cfg)
-        ]
-        return list(zip(response_codes(rollout, cfg), texts, strict=True))
-
-
-def load_policy(
-    path: str | Path,
-    tokenizer: str | None = None,
-    codec: AudioCodec | None = None,
-    sampling: dict[str, Any] | None = None,
-    device: str = "cpu",
-    query_transcript: bool = False,
-    dtype: str | None = None,
-) -> Policy:
-    """Load an exported policy (``SFTModule``'s ``<log_dir>/policy``, a ``save_pretrained`` dir).
-
-    The tokenizer is the one saved beside the weights (else ``tokenizer``, else the mini
-    world's); the codec is ``codec`` or, from ``paras2s_policy.json``, its class with
-    default arguments (else ProsodyCodec). ``dtype``: e.g. ``bfloat16`` for a 7B policy on GPU.
-    """
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(
-            f"--policy {path}: no config.json; give the policy directory the SFT fit exports "
-            "(<log_dir>/policy) or any DualStreamLM.save_pretrained directory"
-        )
-    torch_dtype = getattr(torch, dtype) if dtype else None
-    model = DualStreamLM.from_pretrained(str(path), dtype=torch_dtype).to(device).eval()
-    if tokenizer is None and (path / "tokenizer_config.json").exists():
-        tokenizer = str(path)
-    tok = load_tokenizer(tokenizer) if tokenizer else build_mini_tokenizer()
-    if codec is None:
-        info_file = path / "paras2s_policy.json"
-        class_path = json.loads(info_file.read_text()).get("codec") if info_file.exists() else None
-        if class_path:
-            from paras2s_pl.models.reward import build_object
-
-            codec = build_object({"class_path": class_path})
-        else:
-            codec = ProsodyCodec()
-    model.config.check_codec(int(codec.vocab_size))
-    if len(tok) > model.config.text_vocab_size:
-        raise ValueError(
-            f"--policy {path}: tokenizer has {len(tok)} ids, the model "
-            f"{model.config.text_vocab_size} text ids; pass the policy's tokenizer"
-        )
-    cfg = SamplingConfig(**{**CURATION_SAMPLING, **(sampling or {})})
-    return Policy(model, tok, codec, cfg, query_transcript, str(path))
 
 
 # ------------------------------------------------------------------------------ curation
@@ -456,8 +349,3 @@ def curate_preferences(
             missing,
         )
     return manifest
-
-
-def with_sampling(policy: Policy, **overrides: Any) -> Policy:
-    """A copy of ``policy`` with sampling fields replaced (e.g. ``max_new_tokens``)."""
-    return replace(policy, sampling=replace(policy.sampling, **overrides))

@@ -32,6 +32,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from paras2s_pl.models.dual_stream import DualStreamConfig, DualStreamLM
 from paras2s_pl.models.sampling import SamplingConfig
 from paras2s_pl.models.tokenizer import SPECIAL_TOKENS, special_ids
+from paras2s_pl.modules.export import write_fit_metrics
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ class PolicyModule(LightningModule):
             "global_step": self.global_step if self._trainer is not None else None,
         }
         (directory / "paras2s_policy.json").write_text(json.dumps(info, indent=2))
+        write_fit_metrics(self._trainer, directory)
         log.info("exported the policy to %s", directory)
         return directory
 

@@ -57,6 +57,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from paras2s_pl.data import labels
 from paras2s_pl.losses.reward import argmax_score, expected_score, score_token_loss
 from paras2s_pl.models.reward import RewardModel
+from paras2s_pl.modules.export import write_fit_metrics
 from paras2s_pl.modules.optim import adamw_cosine
 
 log = logging.getLogger(__name__)
@@ -204,4 +205,5 @@ class RewardModule(LightningModule):
         if not self.hparams.export or not self.trainer.is_global_zero:
             return
         path = self.model.save_pretrained(self.export_dir())
+        write_fit_metrics(self.trainer, path)
         log.info("exported the reward model to %s (load with load_reward_model)", path)

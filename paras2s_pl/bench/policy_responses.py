@@ -1,0 +1,108 @@
+"""A trained speech policy as a bench system: ``paras2s bench respond --system policy``.
+
+The policy (an SFT or GRPO export, or an untrained ``save_pretrained`` model for the "base"
+row of Table 3) hears each test query's audio and answers with both streams; the codec turns
+the audio stream (+ its text) into the response waveform. Output as the reference systems
+write it (:mod:`paras2s_pl.bench.systems`): ``<out>/<key>.flac`` (16 kHz),
+``<out>/responses.jsonl`` (key, system, text, codes, finished, error) and
+``<out>/manifest.json``. A response with no audio codes or an undecodable one is recorded
+with its error and no audio (the evaluation counts the query as missing). Decoding is
+greedy by default (``sampling`` overrides), so a row is reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from paras2s_pl.audio.io import encode_audio, resample
+from paras2s_pl.bench.systems import RATE, _prepare_out
+from paras2s_pl.data.shards import ShardDataset
+from paras2s_pl.models.speech_policy import Policy, load_policy
+
+log = logging.getLogger(__name__)
+
+#: Bench decoding: greedy on both streams.
+BENCH_SAMPLING = {"audio_temperature": 0.0, "text_temperature": 0.0, "max_new_tokens": 256}
+
+
+def build_policy_responses(
+    policy: str | Path | Policy,
+    testset: str | Path,
+    split: str,
+    out: str | Path,
+    system: str = "policy",
+    sampling: dict[str, Any] | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``policy``'s responses to every query of ``testset``/``split`` into ``out``.
+
+    Args:
+        policy: An exported policy directory (or a loaded :class:`Policy`).
+        testset: Query/demo shard directory.
+        split: Its split.
+        out: Output directory.
+        system: Name recorded in ``responses.jsonl`` and the manifest.
+        sampling: :class:`~paras2s_pl.models.sampling.SamplingConfig` overrides over
+            :data:`BENCH_SAMPLING`.
+        seed: Sampling seed (used only when a temperature is > 0).
+        overwrite: Replace responses already in ``out``.
+        progress: Show a progress bar.
+
+    Returns:
+        The manifest: counts, failures, provenance, seconds.
+    """
+    if not isinstance(policy, Policy):
+        policy = load_policy(policy, sampling={**BENCH_SAMPLING, **(sampling or {})})
+    out = Path(out)
+    _prepare_out(out, overwrite)
+    start, written, failed = time.time(), 0, 0
+    ds = ShardDataset(testset, split=split, sample_rate=RATE)
+    bar = tqdm(total=ds.length, desc=f"respond {system}", unit="query", disable=not progress)
+    with (out / "responses.jsonl").open("w", encoding="utf-8") as log_file:
+        for sample in ds:
+            [(codes, text)] = policy.respond(
+                sample.user_audio, sample.sample_rate, 1, seed, sample.meta.content
+            )
+            record = {"key": sample.key, "system": system, "text": text,
+                      "codes": int(codes.numel()), "error": None}  # fmt: skip
+            try:
+                if codes.numel() == 0:
+                    raise ValueError("the policy produced no audio codes")
+                wav, sr = policy.codec.decode(codes, text or None)
+                wav = resample(np.asarray(wav, dtype=np.float32).reshape(-1), sr, RATE)
+                tmp = out / f".{sample.key}.flac.tmp"
+                tmp.write_bytes(encode_audio(wav, RATE))
+                os.replace(tmp, out / f"{sample.key}.flac")
+                written += 1
+            except Exception as err:  # one bad response must not stop the bench
+                record["error"], failed = repr(err), failed + 1
+            log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            bar.update()
+    bar.close()
+    manifest = {
+        "system": system,
+        "policy": policy.path,
+        "testset": str(testset),
+        "split": split,
+        "written": written,
+        "failed": failed,
+        "sampling": {k: v for k, v in vars(policy.sampling).items()},
+        "codec": type(policy.codec).__name__,
+        "sample_rate": RATE,
+        "seconds": round(time.time() - start, 2),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    if failed:
+        log.warning("respond %s: %d responses have no audio (see %s)", system, failed,
+                    out / "responses.jsonl")  # fmt: skip
+    return manifest
