@@ -443,7 +443,29 @@ def curate_subset(
           f"{out}/{split}.selection.json")  # fmt: skip
 
 
-#: Project subcommands: group → name → function. Later stages add curate, demo.
+def demo(
+    out: Path = Path("runs/demo"),
+    shards: Path = Path("shards/demo"),
+    profile: str = "full",
+    force: bool = False,
+) -> None:
+    """The mini world end to end: shards → SFT → preferences → reward → GRPO → bench table.
+
+    Each stage is a normal ``paras2s`` call (printed as it runs); finished stages are
+    skipped on rerun. See ``paras2s_pl/pipeline.py`` for the stages and sizes.
+
+    Args:
+        out: Where every stage writes (policies, reward model, bench, TensorBoard in out/tb).
+        shards: The demo shards (built there if missing).
+        profile: ``full`` (the README's main job) or ``tiny`` (seconds-scale, for CI).
+        force: Rerun every stage, even finished ones.
+    """
+    from paras2s_pl.pipeline import run_demo
+
+    run_demo(out, shards, profile, force)
+
+
+#: Project subcommands: group → name → function.
 COMMANDS: dict[str, dict[str, Callable[..., object]]] = {
     "shards": {"build-demo": shards_build_demo, "inspect": shards_inspect},
     "bench": {
@@ -455,6 +477,8 @@ COMMANDS: dict[str, dict[str, Callable[..., object]]] = {
     },
     "curate": {"preferences": curate_preferences, "subset": curate_subset},
 }
+#: Project commands without a group.
+SINGLE_COMMANDS: dict[str, Callable[..., object]] = {"demo": demo}
 
 
 def _help() -> str:
@@ -471,6 +495,11 @@ def _help() -> str:
         for name, fn in commands.items():
             first = (fn.__doc__ or "").strip().splitlines()[0]
             lines.append(f"  {group + ' ' + name:<22}{first}")
+    from paras2s_pl.sweep import sweep_command
+
+    for name, fn in {**SINGLE_COMMANDS, "sweep": sweep_command}.items():
+        first = (fn.__doc__ or "").strip().splitlines()[0]
+        lines.append(f"  {name:<22}{first}")
     return "\n".join(lines)
 
 
@@ -530,6 +559,24 @@ def main(argv: list[str] | None = None) -> object:
         except USER_ERRORS as err:  # a clear one-line error, not a traceback
             print(f"paras2s {' '.join(argv[:2])}: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+    if argv[0] == "sweep":  # its own parser: auto_cli would swallow its --config option
+        from paras2s_pl.sweep import sweep_cli
+
+        return sweep_cli(argv[1:])
+    if argv[0] in SINGLE_COMMANDS:
+        from jsonargparse import auto_cli
+
+        from paras2s_pl.pipeline import StageError
+
+        fn = SINGLE_COMMANDS[argv[0]]
+        try:
+            return auto_cli(fn, args=_bare_flags(fn, argv[1:]), prog=f"paras2s {argv[0]}")
+        except USER_ERRORS as err:
+            print(f"paras2s {argv[0]}: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except StageError as err:
+            print(f"paras2s {argv[0]}: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
     if argv[0] in LIGHTNING_COMMANDS:
         from paras2s_pl.errors import MissingInputError
 

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.models.qwen2.modeling_qwen2 import (
@@ -310,6 +310,10 @@ class DualStreamConfig(PreTrainedConfig):
             )
         fields.update(overrides)
         return cls.kimi_audio_7b(**fields)
+
+
+# Known to AutoConfig, so AutoTokenizer reading an exported policy's config.json stays quiet
+AutoConfig.register(DualStreamConfig.model_type, DualStreamConfig, exist_ok=True)
 
 
 @dataclass

@@ -1,0 +1,286 @@
+r"""``paras2s demo``: the mini world end to end, one normal ``paras2s`` call per stage.
+
+::
+
+    paras2s demo [--out runs/demo] [--shards shards/demo] [--profile full|tiny] [--force]
+
+Stages, in order (each prints and runs its command; a user can rerun any one alone):
+
+=============  ==========================================================================
+``shards``     ``paras2s shards build-demo`` (skipped when the shards exist)
+``bench_set``  ``paras2s curate subset`` of whole contrasting pairs of the test split
+``sft``        ``paras2s fit --config configs/mini/sft.yaml``  → ``<out>/sft_policy``
+``base``       the same fit with ``max_steps 0``: the untrained policy (Table 3's base row)
+``prefs``      ``paras2s curate preferences`` from the SFT policy, rubric judge
+``reward``     ``paras2s fit --config configs/mini/reward.yaml`` → ``<out>/reward_model``
+``grpo``       ``paras2s fit --config configs/mini/grpo.yaml``  → ``<out>/grpo_policy``
+``respond_*``  ``paras2s bench respond`` for base, sft, grpo, baseline, topline
+``bench_*``    ``paras2s bench run`` of each on the bench set
+``table``      ``paras2s bench table``: Table 3 of the five systems
+=============  ==========================================================================
+
+At the end it prints Table 3, the reward model's held-out Pearson r with the judge, the
+GRPO reward at its first and last step, and where the TensorBoard logs are
+(``tensorboard --logdir <out>/tb``). A finished stage leaves ``<out>/.stages/<name>.json``
+(its command, seconds, time) and is skipped on rerun unless ``--force``; a failed stage stops
+the run with its command, so fixing and rerunning continues from there. Each stage runs in
+its own process (``python -m paras2s_pl.cli …``), exactly as typed by hand.
+
+Profiles: ``full`` (the README's main job; sizes chosen to finish in about a quarter of an
+hour on 2 CPU cores, see :data:`PROFILES`) and ``tiny`` (a few samples and steps: the CI
+end-to-end test). ``summary.json`` in ``--out`` holds the table, Pearson r, rewards and
+stage times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mini"
+SYSTEMS = ("base", "sft", "grpo", "baseline", "topline")
+
+#: Sizes per profile. ``full``: measured stage times are in the README.
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {
+        "contents_per_category": None,
+        "bench_queries": 48,  # whole pairs of the 144-query test split
+        "sft": ["--trainer.max_steps", "300", "--trainer.val_check_interval", "100"],
+        "prefs": ["--k", "8", "--num_queries", "64"],
+        "reward": ["--trainer.max_steps", "300"],
+        "grpo": ["--trainer.max_steps", "30"],
+        "respond": ["--sampling", '{"max_new_tokens": 200}'],
+    },
+    "tiny": {
+        "contents_per_category": 2,
+        "bench_queries": None,  # the whole (small) test split
+        "sft": [
+            "--trainer.max_steps",
+            "20",
+            "--trainer.val_check_interval",
+            "20",
+            "--data.init_args.val_limit",
+            "4",
+            "--model.init_args.val_generate",
+            "1",
+            "--model.init_args.sampling.max_new_tokens",
+            "40",
+            "--data.init_args.encode_workers",
+            "0",
+        ],  # fmt: skip
+        "prefs": ["--k", "2", "--num_queries", "8", "--max_new_tokens", "40"],
+        "reward": [
+            "--trainer.max_steps",
+            "10",
+            "--trainer.val_check_interval",
+            "5",
+            "--data.init_args.batch_size",
+            "4",
+            "--data.init_args.encode_workers",
+            "0",
+            "--data.init_args.val_fraction",
+            "0.5",
+        ],  # fmt: skip
+        "grpo": [
+            "--trainer.max_steps",
+            "2",
+            "--data.init_args.batch_size",
+            "2",
+            "--model.init_args.group_size",
+            "2",
+            "--data.init_args.encode_workers",
+            "0",
+            "--model.init_args.sampling.max_new_tokens",
+            "40",
+        ],  # fmt: skip
+        "respond": ["--sampling", '{"max_new_tokens": 40}'],
+    },
+}
+
+
+class StageError(RuntimeError):
+    """A demo stage exited with an error; the message holds its command."""
+
+
+@dataclass
+class Stage:
+    """One step of the demo: a ``paras2s`` command line and what it produces."""
+
+    name: str
+    args: list[str]
+    outputs: list[Path] = field(default_factory=list)
+
+    def command(self) -> str:
+        """The command as a user would type it."""
+        return "paras2s " + " ".join(shlex.quote(a) for a in self.args)
+
+
+def demo_stages(out: Path, shards: Path, profile: str = "full") -> list[Stage]:
+    """The stages of :func:`run_demo` for ``profile`` (see the module docstring)."""
+    if profile not in PROFILES:
+        raise ValueError(f"--profile {profile!r}; choose one of {list(PROFILES)}")
+    p, tb = PROFILES[profile], str(out / "tb")
+    cfg = {name: str(REPO_CONFIGS / f"{name}.yaml") for name in ("sft", "reward", "grpo")}
+    build = ["shards", "build-demo", "--out", str(shards)]
+    if p["contents_per_category"]:
+        build += ["--contents_per_category", str(p["contents_per_category"])]
+    testset = out / "bench_set" if p["bench_queries"] else shards
+    stages = [Stage("shards", build, [shards / "rl.manifest.json"])]
+    if p["bench_queries"]:
+        stages.append(Stage("bench_set", [
+            "curate", "subset", "--pool", str(shards), "--split", "test",
+            "--num_queries", str(p["bench_queries"]), "--out", str(testset), "--overwrite",
+        ]))  # fmt: skip
+    sft_common = ["fit", "--config", cfg["sft"], "--data.root", str(shards),
+                  "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    stages += [
+        Stage("sft", [*sft_common, "--trainer.logger.init_args.save_dir", tb,
+                      "--model.init_args.export_dir", str(out / "sft_policy"), *p["sft"]]),
+        Stage("base", [*sft_common, "--trainer.max_steps", "0", "--trainer.logger", "false",
+                       "--trainer.num_sanity_val_steps", "0", "--trainer.callbacks", "[]",
+                       "--trainer.enable_checkpointing", "false", "--data.init_args.val_limit",
+                       "1", "--trainer.default_root_dir", str(out / "base_run"),
+                       "--model.init_args.export_dir", str(out / "base_policy")]),
+        Stage("prefs", ["curate", "preferences", "--policy", str(out / "sft_policy"),
+                        "--queries", str(shards), "--split", "train", "--judge", "rubric",
+                        "--transcript", "policy", "--out", str(out / "prefs"), "--threads", "1",
+                        *p["prefs"]]),
+        Stage("reward", ["fit", "--config", cfg["reward"], "--data.root", str(out / "prefs"),
+                         "--trainer.enable_progress_bar", "false",
+                         "--trainer.logger.init_args.save_dir", tb,
+                         "--model.init_args.export_dir", str(out / "reward_model"),
+                         *p["reward"]]),
+        Stage("grpo", ["fit", "--config", cfg["grpo"], "--data.root", str(shards),
+                       "--trainer.enable_progress_bar", "false",
+                       "--trainer.logger.init_args.save_dir", tb,
+                       "--model.init_args.init_from", str(out / "sft_policy"),
+                       "--model.init_args.scorer.init_args.path", str(out / "reward_model"),
+                       "--model.init_args.export_dir", str(out / "grpo_policy"), *p["grpo"]]),
+    ]  # fmt: skip
+    for system in SYSTEMS:
+        responses = out / "responses" / system
+        respond = ["bench", "respond", "--system", system, "--testset", str(testset),
+                   "--out", str(responses), "--overwrite"]  # fmt: skip
+        if system in ("base", "sft", "grpo"):
+            respond += ["--policy", str(out / f"{system}_policy"), *p["respond"]]
+        stages.append(Stage(f"respond_{system}", respond))
+        stages.append(Stage(f"bench_{system}", [
+            "bench", "run", "--testset", str(testset), "--responses", str(responses),
+            "--system", system, "--out", str(out / "bench"),
+        ]))  # fmt: skip
+    stages.append(Stage("table", ["bench", "table", "--runs", str(out / "bench")]))
+    return stages
+
+
+def _marker(out: Path, stage: Stage) -> Path:
+    return out / ".stages" / f"{stage.name}.json"
+
+
+def run_stage(stage: Stage, out: Path, quiet: bool = False) -> float:
+    """Run one stage in its own process; raise :class:`StageError` naming it if it fails."""
+    print(f"\n[paras2s demo] {stage.name}: {stage.command()}", flush=True)
+    start = time.time()
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    result = subprocess.run(  # noqa: S603  (our own CLI, arguments from this module)
+        [sys.executable, "-m", "paras2s_pl.cli", *stage.args],
+        env=env,
+        capture_output=quiet,
+        text=True,
+    )
+    seconds = time.time() - start
+    if result.returncode != 0:
+        tail = (result.stderr or "")[-2000:] if quiet else ""
+        raise StageError(
+            f"demo stage {stage.name!r} failed (exit {result.returncode}) after {seconds:.0f} s; "
+            f"fix it and rerun `paras2s demo` (finished stages are skipped). Command:\n"
+            f"  {stage.command()}\n{tail}"
+        )
+    marker = _marker(out, stage)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    record = {"command": stage.command(), "seconds": round(seconds, 1),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    marker.write_text(json.dumps(record) + "\n")
+    return seconds
+
+
+def _done(stage: Stage, out: Path) -> bool:
+    if stage.outputs and all(p.exists() for p in stage.outputs):
+        return True
+    return _marker(out, stage).exists()
+
+
+def run_demo(
+    out: str | Path = "runs/demo",
+    shards: str | Path = "shards/demo",
+    profile: str = "full",
+    force: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) the demo; returns the summary also written to ``<out>/summary.json``."""
+    out, shards = Path(out), Path(shards)
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    start = time.time()
+    for stage in demo_stages(out, shards, profile):
+        if not force and _done(stage, out):
+            print(f"[paras2s demo] {stage.name}: done, skipped (--force reruns)", flush=True)
+            continue
+        if force and stage.name == "shards" and stage.outputs[0].exists():
+            stage.args.append("--overwrite")
+        times[stage.name] = round(run_stage(stage, out, quiet), 1)
+    summary = summarize(out)
+    summary.update({"profile": profile, "stage_seconds": times,
+                    "seconds": round(time.time() - start, 1)})  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(report(summary, out))
+    return summary
+
+
+def summarize(out: Path) -> dict[str, Any]:
+    """Table 3, the reward model's held-out Pearson r and the GRPO rewards of a finished demo."""
+    from paras2s_pl.modules.export import read_fit_metrics
+
+    table = json.loads((out / "bench" / "table.json").read_text())
+    reward = read_fit_metrics(out / "reward_model")
+    grpo = read_fit_metrics(out / "grpo_policy")
+    pearson = reward.get("best", {}).get(
+        "val/pearson", reward.get("metrics", {}).get("val/pearson")
+    )
+    return {
+        "table3": {s: table["table3"].get(s) for s in SYSTEMS},
+        "counts": table.get("counts", {}),
+        "reward_model_pearson": pearson,
+        "grpo_final_reward": grpo.get("metrics", {}).get("train/reward"),
+        "grpo_steps": grpo.get("global_step"),
+    }
+
+
+def report(summary: dict[str, Any], out: Path) -> str:
+    """The closing message: the table, Pearson r, TensorBoard."""
+    cols = ("Age", "Emotion", "Gender", "Sarcasm", "Overall")
+    lines = ["", "| System | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for system, row in summary["table3"].items():
+        cells = [f"{row[c]:.3f}" if row and row.get(c) is not None else "–" for c in cols]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    pearson = summary.get("reward_model_pearson")
+    lines += [
+        "",
+        "Judge: the offline rubric stand-in (see paras2s_pl/bench/rubric.py).",
+        "Reward model held-out Pearson r with the judge: "
+        + (f"{pearson:.3f}" if pearson is not None else "n/a"),
+        f"GRPO: {summary.get('grpo_steps')} steps, final train/reward "
+        f"{summary.get('grpo_final_reward')}",
+        f"Full tables: {out / 'bench' / 'table.md'}",
+        f"TensorBoard: tensorboard --logdir {out / 'tb'}",
+    ]
+    return "\n".join(lines)
