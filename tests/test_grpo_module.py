@@ -28,15 +28,6 @@ SMALL = SMALL_POLICY
 LOW_CODES = TokenFractionScorer("audio", 0, 132)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls gain little from threads, and spinning threads crawl on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def prompts_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("prompts")

@@ -37,15 +37,6 @@ X = IGNORE_INDEX
 BLANK, EOS, USER, ASSIST, MB, ME, MSG_END, CT, CTD = range(9)  # mini tokenizer ids
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and spinning threads crawl on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def cfg() -> DualStreamConfig:
     return DualStreamConfig.tiny(text_vocab_size=512, codec_vocab_size=264)

@@ -26,30 +26,12 @@ from paras2s_pl.losses.sft import sft_loss
 from paras2s_pl.models.dual_stream import DualStreamConfig, DualStreamLM
 from paras2s_pl.models.layout import IGNORE_INDEX
 from paras2s_pl.modules.sft import SFTModule, check_data_compatibility
-from paras2s_pl.testing import tiny_meta, tone, write_tiny_set
+from paras2s_pl.testing import SMALL_POLICY, tiny_meta, tone, write_tiny_set
 
 X = IGNORE_INDEX
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
-# A smaller policy than the tiny preset: memorises 4 replies in a few dozen steps on CPU.
-SMALL = dict(
-    hidden_size=64,
-    intermediate_size=192,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    mimo_layers=1,
-    mimo_transformer_from_layer_index=1,
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls gain little from threads, and spinning threads crawl on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+SMALL = SMALL_POLICY  # memorises 4 replies in a few dozen steps on CPU
 
 
 @pytest.fixture(scope="module")
