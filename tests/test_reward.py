@@ -664,8 +664,10 @@ def test_mini_reward_config_fits_and_exports(tmp_path):
           "--data.init_args.root", str(tmp_path / "prefs"), "--data.init_args.encode_workers", "0",
           "--data.init_args.val_fraction", "0.3", "--trainer.max_steps", "4",
           "--trainer.val_check_interval", "2", "--trainer.enable_progress_bar", "false",
-          "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])  # fmt: skip
-    export = tmp_path / "runs" / "reward" / "version_0" / "reward_model"
+          "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+          "--model.init_args.export_dir", str(tmp_path / "reward_model")])  # fmt: skip
+    export = tmp_path / "reward_model"
     rm = load_reward_model(export)
+    assert json.loads((export / "metrics.json").read_text())["global_step"] == 4
     assert rm.score([tone(0.5, 200)], [tone(0.5, 300)], 16000).shape == (1,)
     assert list((tmp_path / "runs" / "reward" / "version_0" / "checkpoints").glob("*.ckpt"))

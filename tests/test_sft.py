@@ -307,13 +307,14 @@ def test_cli_fit_mini_sft_end_to_end(demo, tmp_path):
         "--data.root", str(demo), "--data.init_args.encode_workers", "0",
         "--data.init_args.val_limit", "4",
         "--model.init_args.val_generate", "1", "--model.init_args.sampling.max_new_tokens", "12",
+        "--model.init_args.export_dir", str(tmp_path / "sft_policy"),
     ])  # fmt: skip
     metrics = cli.trainer.callback_metrics
     for name in ("train/loss", "train/lr", "val/loss", "val/loss_audio", "val/gen_text_exact"):
         assert name in metrics and torch.isfinite(metrics[name])
     log_dir = Path(cli.trainer.log_dir)
     assert log_dir.parent == tmp_path / "sft" and list(log_dir.glob("events.out.tfevents.*"))
-    policy = log_dir / "policy"
+    policy = tmp_path / "sft_policy"  # the config's export_dir, redirected
     assert (policy / "config.json").exists() and (policy / "tokenizer.json").exists()
     info = json.loads((policy / "paras2s_policy.json").read_text())
     assert info["codec"].endswith("ProsodyCodec") and info["codec_vocab_size"] == 264
