@@ -448,6 +448,7 @@ def demo(
     shards: Path = Path("shards/demo"),
     profile: str = "full",
     force: bool = False,
+    jobs: int = 2,
 ) -> None:
     """The mini world end to end: shards → SFT → preferences → reward → GRPO → bench table.
 
@@ -459,10 +460,12 @@ def demo(
         shards: The demo shards (built there if missing).
         profile: ``full`` (the README's main job) or ``tiny`` (seconds-scale, for CI).
         force: Rerun every stage, even finished ones.
+        jobs: 2 runs the untrained policy and the reference systems beside the training
+            chain (their logs in out/logs); 1 runs every stage in order.
     """
     from paras2s_pl.pipeline import run_demo
 
-    run_demo(out, shards, profile, force)
+    run_demo(out, shards, profile, force, jobs=jobs)
 
 
 #: Project subcommands: group → name → function.

@@ -24,7 +24,10 @@ GRPO reward at its first and last step, and where the TensorBoard logs are
 (``tensorboard --logdir <out>/tb``). A finished stage leaves ``<out>/.stages/<name>.json``
 (its command, seconds, time) and is skipped on rerun unless ``--force``; a failed stage stops
 the run with its command, so fixing and rerunning continues from there. Each stage runs in
-its own process (``python -m paras2s_pl.cli …``), exactly as typed by hand.
+its own process (``python -m paras2s_pl.cli …``), exactly as typed by hand. With
+``--jobs 2`` (default) the stages that need no trained model (the untrained policy and the
+two reference systems: export, respond, bench; :data:`SIDE_LANE`) run beside the training
+chain on the second core, their output in ``<out>/logs/``.
 
 Profiles: ``full`` (the README's main job; sizes chosen to finish in about a quarter of an
 hour on 2 CPU cores, see :data:`PROFILES`) and ``tiny`` (a few samples and steps: the CI
@@ -34,12 +37,14 @@ stage times.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +54,9 @@ log = logging.getLogger(__name__)
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mini"
 SYSTEMS = ("base", "sft", "grpo", "baseline", "topline")
+#: Stages that need no trained model: run beside the training chain (``jobs=2``).
+SIDE_LANE = ("base", "respond_base", "bench_base", "respond_baseline", "bench_baseline",
+             "respond_topline", "bench_topline")  # fmt: skip
 
 #: Sizes per profile. ``full``: measured stage times are in the README.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -201,30 +209,44 @@ def _marker(out: Path, stage: Stage) -> Path:
 
 
 def run_stage(stage: Stage, out: Path, quiet: bool = False) -> float:
-    """Run one stage in its own process; raise :class:`StageError` naming it if it fails."""
+    """Run one stage in its own process; raise :class:`StageError` naming it if it fails.
+
+    ``quiet``: its output goes to ``<out>/logs/<stage>.log`` instead of the console.
+    """
     print(f"\n[paras2s demo] {stage.name}: {stage.command()}", flush=True)
     start = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    result = subprocess.run(  # noqa: S603  (our own CLI, arguments from this module)
-        [sys.executable, "-m", "paras2s_pl.cli", *stage.args],
-        env=env,
-        capture_output=quiet,
-        text=True,
-    )
+    log_path = out / "logs" / f"{stage.name}.log"
+    if quiet:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") if quiet else _no_file() as sink:
+        result = subprocess.run(  # noqa: S603  (our own CLI, arguments from this module)
+            [sys.executable, "-m", "paras2s_pl.cli", *stage.args],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT if quiet else None,
+        )
     seconds = time.time() - start
     if result.returncode != 0:
-        tail = (result.stderr or "")[-2000:] if quiet else ""
+        tail = f"(its output: {log_path})\n" + log_path.read_text()[-2000:] if quiet else ""
         raise StageError(
             f"demo stage {stage.name!r} failed (exit {result.returncode}) after {seconds:.0f} s; "
             f"fix it and rerun `paras2s demo` (finished stages are skipped). Command:\n"
             f"  {stage.command()}\n{tail}"
         )
+    if quiet:
+        print(f"[paras2s demo] {stage.name}: done in {seconds:.0f} s", flush=True)
     marker = _marker(out, stage)
     marker.parent.mkdir(parents=True, exist_ok=True)
     record = {"command": stage.command(), "seconds": round(seconds, 1),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
     marker.write_text(json.dumps(record) + "\n")
     return seconds
+
+
+@contextlib.contextmanager
+def _no_file():
+    yield None
 
 
 def _done(stage: Stage, out: Path) -> bool:
@@ -239,19 +261,52 @@ def run_demo(
     profile: str = "full",
     force: bool = False,
     quiet: bool = False,
+    jobs: int = 2,
 ) -> dict[str, Any]:
-    """Run (or resume) the demo; returns the summary also written to ``<out>/summary.json``."""
+    """Run (or resume) the demo; returns the summary also written to ``<out>/summary.json``.
+
+    With ``jobs=2`` the stages that do not depend on training (:data:`SIDE_LANE`: the
+    untrained policy and the reference systems, exported and benchmarked) run beside the
+    SFT → reward → GRPO chain, their output in ``<out>/logs/``; each stage is one process on
+    one thread, so this uses the second core. ``jobs=1`` runs everything in order.
+    """
     out, shards = Path(out), Path(shards)
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     start = time.time()
-    for stage in demo_stages(out, shards, profile):
-        if not force and _done(stage, out):
-            print(f"[paras2s demo] {stage.name}: done, skipped (--force reruns)", flush=True)
-            continue
-        if force and stage.name == "shards" and stage.outputs[0].exists():
-            stage.args.append("--overwrite")
-        times[stage.name] = round(run_stage(stage, out, quiet), 1)
+    stages = demo_stages(out, shards, profile)
+
+    def run(lane: list[Stage], lane_quiet: bool) -> None:
+        for stage in lane:
+            if not force and _done(stage, out):
+                print(f"[paras2s demo] {stage.name}: done, skipped (--force reruns)", flush=True)
+                continue
+            if force and stage.name == "shards" and stage.outputs[0].exists():
+                stage.args.append("--overwrite")
+            times[stage.name] = round(run_stage(stage, out, lane_quiet), 1)
+
+    first = [s for s in stages if s.name in ("shards", "bench_set")]
+    last = [s for s in stages if s.name == "table"]
+    side = [s for s in stages if s.name in SIDE_LANE and jobs > 1]
+    chain = [s for s in stages if s not in (*first, *side, *last)]
+    run(first, quiet)
+    failure: list[BaseException] = []
+
+    def side_lane() -> None:
+        try:
+            run(side, True)
+        except BaseException as err:  # re-raised below, after the main lane
+            failure.append(err)
+
+    worker = threading.Thread(target=side_lane, name="demo-side-lane")
+    worker.start()
+    try:
+        run(chain, quiet)
+    finally:
+        worker.join()
+    if failure:
+        raise failure[0]
+    run(last, quiet)
     summary = summarize(out)
     summary.update({"profile": profile, "stage_seconds": times,
                     "seconds": round(time.time() - start, 1)})  # fmt: skip
