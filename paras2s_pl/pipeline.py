@@ -219,7 +219,7 @@ def run_stage(stage: Stage, out: Path, quiet: bool = False) -> float:
     log_path = out / "logs" / f"{stage.name}.log"
     if quiet:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") if quiet else _no_file() as sink:
+    with open(log_path, "w") if quiet else contextlib.nullcontext() as sink:
         result = subprocess.run(  # noqa: S603  (our own CLI, arguments from this module)
             [sys.executable, "-m", "paras2s_pl.cli", *stage.args],
             env=env,
@@ -242,11 +242,6 @@ def run_stage(stage: Stage, out: Path, quiet: bool = False) -> float:
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
     marker.write_text(json.dumps(record) + "\n")
     return seconds
-
-
-@contextlib.contextmanager
-def _no_file():
-    yield None
 
 
 def _done(stage: Stage, out: Path) -> bool:

@@ -283,8 +283,11 @@ def test_toy_reward_rises_while_kl_stays_bounded(prompts_root, tmp_path):
     trainer(tmp_path, 30, gradient_clip_val=1.0, callbacks=[Record()]).fit(module, data)
     assert len(rewards) == 30
     start, end = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    # an untrained policy puts about half its codes below 132 (reward ~0.5); one run of this
+    # set-up went 0.46 -> 0.83 with KL <= 0.4. Within-rollout noise of the mean over 5
+    # rollouts is ~0.05, so +0.15 is a clear rise that a policy which does not learn misses
     assert end > start + 0.15, (start, end)
-    assert max(kls) < 1.0
+    assert max(kls) < 1.0  # β = 0.2 keeps the policy near the reference
 
 
 def _fit(root, tmp_path, max_steps, ckpt_path=None, every=None):

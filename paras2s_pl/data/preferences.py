@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from paras2s_pl.data.schema import Sample
-from paras2s_pl.data.shards import ShardDataset
+from paras2s_pl.data.shards import ShardDataset, unbatched
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +182,6 @@ class PreferenceCollate:
         }
 
 
-def _unbatched(item: Any) -> Any:
-    return item
-
-
 class PreferenceDataModule(LightningDataModule):
     """Preference shards as reward-model batches (see the module docstring).
 
@@ -302,7 +298,7 @@ class PreferenceDataModule(LightningDataModule):
         reader = self._reader(split, rank_local=True, shuffle=False)
         data = _Featurized(reader, self.featurizer, side, self.val_fraction, self.seed)
         loader = DataLoader(
-            data, batch_size=None, num_workers=self.encode_workers, collate_fn=_unbatched
+            data, batch_size=None, num_workers=self.encode_workers, collate_fn=unbatched
         )
         items, skipped = [], Counter()
         bar = tqdm(total=len(reader), desc=f"featurize {split}", unit="pair", leave=False)

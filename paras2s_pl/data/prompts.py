@@ -39,7 +39,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
-from paras2s_pl.data.shards import ShardDataset, _dist_info
+from paras2s_pl.data.shards import ShardDataset, _dist_info, unbatched
 from paras2s_pl.data.vocab import CodecLike, PolicyVocab
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class PromptDataModule(PolicyVocab, LightningDataModule):
             _Encoded(reader, self.codec),
             batch_size=None,
             num_workers=self.encode_workers,
-            collate_fn=lambda item: item,
+            collate_fn=unbatched,
         )
         total = min(len(reader), self.limit) if self.limit else len(reader)
         prompts: list[Prompt] = []

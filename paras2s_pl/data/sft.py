@@ -51,7 +51,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
-from paras2s_pl.data.shards import ShardDataset
+from paras2s_pl.data.shards import ShardDataset, unbatched
 from paras2s_pl.data.vocab import CodecLike, PolicyVocab
 from paras2s_pl.models.dual_stream import DualStreamConfig
 from paras2s_pl.models.layout import Example, build_example, build_prompt, collate
@@ -133,10 +133,6 @@ class _Collate:
         batch = collate([ex for _, ex in items], self.pad_id)
         batch["keys"] = [key for key, _ in items]
         return batch
-
-
-def _unbatched(item: Any) -> Any:
-    return item
 
 
 class SFTDataModule(PolicyVocab, LightningDataModule):
@@ -277,7 +273,7 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
             _EncodingStream(reader, self.codec),
             batch_size=None,
             num_workers=self.encode_workers,
-            collate_fn=_unbatched,
+            collate_fn=unbatched,
         )
         total = min(len(reader), limit) if limit else len(reader)
         turns: list[Turn] = []

@@ -477,3 +477,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 "%s: %s audio at %d Hz, set is %d Hz: resampled", where, role, sr, self.stored_rate
             )
         return resample(wav, sr, self.sample_rate)
+
+
+def unbatched(item: Any) -> Any:
+    """``collate_fn`` of loaders that pass items through one by one (picklable, for workers)."""
+    return item

@@ -118,7 +118,6 @@ from paras2s_pl.models.sampling import (
     response_text_ids,
     sequence_logprobs,
 )
-from paras2s_pl.modules.optim import adamw_cosine
 from paras2s_pl.modules.policy import PolicyModule, check_policy_args
 from paras2s_pl.rl.buffer import RolloutBuffer
 from paras2s_pl.rl.scorers import Response, RewardModelScorer, Scorer
@@ -383,16 +382,8 @@ class GRPOModule(PolicyModule):
         """Recompute log-probs with gradients on the micro-batch and return its loss."""
         hp = self.hparams
         micro = micro.to(self.device)
-        audio_lp, text_lp, audio_logits, text_logits = sequence_logprobs(
-            self.model,
-            micro.full_audio_ids,
-            micro.full_text_ids,
-            micro.full_attention_mask,
-            micro.response_start,
-            self.sampling.temperatures,
-            restrict_vocab=self.sampling.restrict_vocab,
-            masks=(micro.audio_mask, micro.text_mask),
-            return_logits=True,
+        audio_lp, text_lp, audio_logits, text_logits = self._micro_logprobs(
+            self.model, micro, return_logits=True
         )
         beta_audio = hp.beta if hp.beta_audio is None else hp.beta_audio
         text = StreamTensors(
@@ -441,10 +432,12 @@ class GRPOModule(PolicyModule):
         transcripts = self.prompt_transcripts(prompts)
         rows = [p for p in prompts for _ in range(group)]
         row_transcripts = [t for t in transcripts for _ in range(group)]
-        query_text = [
-            self._encode(t) if hp.policy_query_transcript else None for t in row_transcripts
+        query_text = [self._encode(t) if hp.policy_query_transcript else None for t in transcripts]
+        # each query laid out (and its transcript tokenized) once, then repeated G times
+        prompts_ids = [
+            build_prompt(p.codes, cfg, q) for p, q in zip(prompts, query_text, strict=True)
         ]
-        examples = [build_prompt(p.codes, cfg, q) for p, q in zip(rows, query_text, strict=True)]
+        examples = [ex for ex in prompts_ids for _ in range(group)]
         batch = collate(examples, cfg.text_blank_id, left_pad=True)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         generator = torch.Generator(device=self.device).manual_seed(self._rollout_seed(rollout))
@@ -584,6 +577,22 @@ class GRPOModule(PolicyModule):
                         r.text = t
         return responses, errors
 
+    def _micro_logprobs(
+        self, model: DualStreamLM, micro: RolloutBuffer, return_logits: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """:func:`sequence_logprobs` of ``model`` on exactly the micro-batch's sampled streams."""
+        return sequence_logprobs(
+            model,
+            micro.full_audio_ids,
+            micro.full_text_ids,
+            micro.full_attention_mask,
+            micro.response_start,
+            self.sampling.temperatures,
+            restrict_vocab=self.sampling.restrict_vocab,
+            masks=(micro.audio_mask, micro.text_mask),
+            return_logits=return_logits,
+        )
+
     def _fill_logprobs(self, buffer: RolloutBuffer) -> None:
         """Reference (β > 0) and sampling-policy (μ > 1) log-probs, micro-batch by micro-batch."""
         hp = self.hparams
@@ -599,16 +608,7 @@ class GRPOModule(PolicyModule):
             try:
                 for i in range(self.micro_batches):
                     micro = buffer.micro(i, self.micro_batches).to(device)
-                    audio_lp, text_lp = sequence_logprobs(
-                        model,
-                        micro.full_audio_ids,
-                        micro.full_text_ids,
-                        micro.full_attention_mask,
-                        micro.response_start,
-                        self.sampling.temperatures,
-                        restrict_vocab=self.sampling.restrict_vocab,
-                        masks=(micro.audio_mask, micro.text_mask),
-                    )
+                    audio_lp, text_lp = self._micro_logprobs(model, micro)
                     width = buffer.audio_mask.shape[1]
                     for name, lp in (("audio", audio_lp), ("text", text_lp)):
                         lp = torch.nn.functional.pad(lp.float(), (0, width - lp.shape[1]))
@@ -710,13 +710,6 @@ class GRPOModule(PolicyModule):
         writer.add_text("rollout/examples", "\n".join(lines), step)
 
     # ---- optimisation and checkpoints ------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW over the policy only + warm-up cosine schedule (per optimizer step)."""
-        hp = self.hparams
-        return adamw_cosine(
-            self.model.parameters(), self._trainer, hp.lr, hp.betas, hp.weight_decay,
-            hp.warmup_steps, hp.max_steps, what="the policy",
-        )  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the data position, an unfinished buffer and a random policy's reference."""

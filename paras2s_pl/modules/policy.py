@@ -33,6 +33,7 @@ from paras2s_pl.models.dual_stream import DualStreamConfig, DualStreamLM
 from paras2s_pl.models.sampling import SamplingConfig
 from paras2s_pl.models.tokenizer import SPECIAL_TOKENS, special_ids
 from paras2s_pl.modules.export import write_fit_metrics
+from paras2s_pl.modules.optim import adamw_cosine
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,14 @@ class PolicyModule(LightningModule):
             self.model = DualStreamLM(cfg)
         if hp.activation_checkpointing:
             self.model.gradient_checkpointing_enable({"use_reentrant": False})
+
+    def configure_optimizers(self) -> dict:
+        """AdamW over the policy only + linear warm-up cosine schedule (per optimizer step)."""
+        hp = self.hparams
+        return adamw_cosine(
+            self.model.parameters(), self._trainer, hp.lr, hp.betas, hp.weight_decay,
+            hp.warmup_steps, hp.max_steps, what="the policy",
+        )  # fmt: skip
 
     # ---- export ------------------------------------------------------------------------------
     def on_fit_end(self) -> None:

@@ -63,7 +63,6 @@ from paras2s_pl.models.sampling import (
     response_codes,
     response_text_ids,
 )
-from paras2s_pl.modules.optim import adamw_cosine
 from paras2s_pl.modules.policy import (  # noqa: F401  (check_data_compatibility: re-export)
     PolicyModule,
     check_data_compatibility,
@@ -266,10 +265,3 @@ class SFTModule(PolicyModule):
         writer.add_text("val/generations", "\n".join(lines), step)
 
     # ---- optimisation ------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW + linear warm-up cosine schedule, stepped per optimizer step."""
-        hp = self.hparams
-        return adamw_cosine(
-            self.model.parameters(), self._trainer, hp.lr, hp.betas, hp.weight_decay,
-            hp.warmup_steps, hp.max_steps, what="the policy",
-        )  # fmt: skip
