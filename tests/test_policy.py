@@ -9,15 +9,18 @@ against decisions the model would otherwise have made.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import save_file
+from transformers.cache_utils import Cache
 
 from paras2s_pl.models.dual_stream import (
     DualStreamConfig,
     DualStreamLM,
+    DualStreamOutput,
     KimiCheckpointError,
     build_policy,
     load_kimi_checkpoint,
@@ -249,6 +252,30 @@ def test_kv_cache_equals_cache_free_greedy(model, cfg):
         alone = run(model, single, greedy)
         assert torch.equal(alone.audio_ids[0], cached.audio_ids[row, : alone.audio_ids.shape[1]])
         assert torch.equal(alone.text_ids[0], cached.text_ids[row, : alone.text_ids.shape[1]])
+
+
+def test_cached_forward_output_under_installed_transformers(model, cfg):
+    """The policy's output and cache work with the installed transformers, without the
+    deprecation path: 5.24 renamed the cache keyword (``past_key_values`` -> ``cache``) and
+    ModelOutput subclasses broke on it."""
+    full = prompt_batch(cfg, lengths=(3, 5))
+    batch = {k: full[k] for k in ("audio_ids", "text_ids", "attention_mask")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a deprecated keyword would warn
+        out = model(**batch, use_cache=True)
+        assert isinstance(out, DualStreamOutput)
+        assert out.text_logits.shape == (2, batch["text_ids"].shape[1], cfg.vocab_size)
+        assert out.audio_logits.shape == out.text_logits.shape
+        assert isinstance(out.past_key_values, Cache)
+        # trunk + MIMO layers, each holding every prompt position
+        assert len(out.past_key_values.layers) == cfg.num_hidden_layers + cfg.mimo_layers
+        assert out.past_key_values.get_seq_length() == batch["text_ids"].shape[1]
+        step = torch.full((2, 1), cfg.text_blank_id)
+        mask = torch.cat([batch["attention_mask"], torch.ones(2, 1, dtype=torch.long)], 1)
+        nxt = model(step, step, mask, past_key_values=out.past_key_values, use_cache=True)
+    assert nxt.text_logits.shape == (2, 1, cfg.vocab_size)
+    assert nxt.past_key_values.get_seq_length() == batch["text_ids"].shape[1] + 1
+    assert model(**batch).past_key_values is None
 
 
 def test_deterministic_under_seed(model, cfg):

@@ -41,6 +41,7 @@ Kimi-Audio-7B configurations, or ``--convert-kimi SRC DST`` to turn a Kimi-Audio
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import math
@@ -59,7 +60,6 @@ from transformers.models.qwen2.modeling_qwen2 import (
     Qwen2RMSNorm,
     Qwen2RotaryEmbedding,
 )
-from transformers.utils import ModelOutput
 
 from paras2s_pl.models.tokenizer import MINI_SPECIAL_IDS
 
@@ -67,6 +67,13 @@ log = logging.getLogger(__name__)
 
 DECODER_LAYER_CLASS = Qwen2DecoderLayer  # FSDP auto-wrap / activation-checkpointing target
 SPECIAL_ID_FIELDS = tuple(MINI_SPECIAL_IDS)  # text_blank_id, text_eos_id, ..., speech_ctd_id
+
+# transformers 5.24 renamed the cache keyword of the mask helper and the decoder layers from
+# ``past_key_values`` to ``cache`` (the old name warns until 5.40). Read the name the installed
+# version takes instead of assuming one, so the policy runs on both sides of the rename.
+CACHE_KWARG = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else (
+    "past_key_values"
+)
 
 # Kimi-Audio-7B (MoonshotAI/Kimi-Audio, config.json / modeling_moonshot_kimia.py).
 KIMI_SPECIAL_IDS = {
@@ -316,15 +323,19 @@ class DualStreamConfig(PreTrainedConfig):
 AutoConfig.register(DualStreamConfig.model_type, DualStreamConfig, exist_ok=True)
 
 
-@dataclass
-class DualStreamOutput(ModelOutput):
+@dataclass(frozen=True)
+class DualStreamOutput:
     """``text_logits`` / ``audio_logits``: (B, T, vocab_size) over shared ids (model dtype).
 
     ``past_key_values``: the trunk + MIMO cache when ``use_cache``; else None.
+
+    A plain dataclass on purpose, not a ``transformers.utils.ModelOutput``: ModelOutput rewrites
+    its subclasses' keyword arguments between releases (5.24 renames ``past_key_values`` to
+    ``cache`` in every subclass's ``__init__``), and nothing here needs its tuple/dict behaviour.
     """
 
-    text_logits: torch.FloatTensor | None = None
-    audio_logits: torch.FloatTensor | None = None
+    text_logits: torch.Tensor
+    audio_logits: torch.Tensor
     past_key_values: Cache | None = None
 
 
@@ -469,14 +480,14 @@ class DualStreamLM(PreTrainedModel):
             config=self.config,
             inputs_embeds=hidden,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
             position_ids=position_ids,
+            **{CACHE_KWARG: past_key_values},
         )
         rope = self.rotary_emb(hidden, position_ids)
         layer_kwargs = dict(
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            **{CACHE_KWARG: past_key_values},
             use_cache=use_cache,
             position_embeddings=rope,
         )
