@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from paras2s_pl.audio import codec as codec_module
-from paras2s_pl.audio.codec import AudioCodec, ProsodyCodec, check_tokens
-from paras2s_pl.audio.codec_calibration import CALIBRATION, calibrate_voice
+from paras2s_pl.audio.codec import AudioCodec, ProsodyCodec, calibrate_voice, check_tokens
+from paras2s_pl.audio.codec_calibration import CALIBRATION
 from paras2s_pl.audio.io import AudioError
 from paras2s_pl.audio.neural_codec import KimiAudioCodec, MimiCodec, tiny_mimi_model
 from paras2s_pl.audio.prosody import summarize

@@ -1,10 +1,11 @@
 """Audio codecs (the paper's ρ): waveforms ↔ the LM's audio-token stream, and back.
 
-Every codec implements :class:`AudioCodec`: ``encode`` turns mono audio at any rate into a
-1-D ``LongTensor`` of ids in ``[0, vocab_size)`` at ``frame_rate`` tokens per second;
-``decode`` turns ids (plus, for codecs that need it, the text stream) into ``(wav, sr)``.
-Backends: :class:`ProsodyCodec` here (embedded default, no weights), and ``MimiCodec`` /
-``KimiAudioCodec`` in :mod:`paras2s_pl.audio.neural_codec` (also importable from here).
+Every codec implements :class:`AudioCodec` (defined in :mod:`paras2s_pl.audio.codec_base`,
+importable from here): ``encode`` turns mono audio at any rate into a 1-D ``LongTensor`` of
+ids in ``[0, vocab_size)`` at ``frame_rate`` tokens per second; ``decode`` turns ids (plus,
+for codecs that need it, the text stream) into ``(wav, sr)``. Backends: :class:`ProsodyCodec`
+here (embedded default, no weights), and ``MimiCodec`` / ``KimiAudioCodec`` in
+:mod:`paras2s_pl.audio.neural_codec` (also importable from here).
 
 **ProsodyCodec token layout.** One token per 80 ms (12.5 Hz, Kimi-Audio's tokenizer
 rate), ``token = pitch_bin * energy_bins + energy_bin``:
@@ -18,7 +19,7 @@ rate), ``token = pitch_bin * energy_bins + energy_bin``:
 
 Decoding speaks the text stream with eSpeak NG in the prosody the tokens carry (see
 :meth:`ProsodyCodec.decode`); the measured-Hz/dB → eSpeak-parameter maps are fitted by
-:mod:`paras2s_pl.audio.codec_calibration`.
+:func:`calibrate_voice` and stored in :mod:`paras2s_pl.audio.codec_calibration`.
 
 Run ``python -m paras2s_pl.audio.codec in.wav "the text" --out out.wav`` to round-trip a
 file; ``python -m paras2s_pl.audio.codec --calibrate m1`` re-measures a voice.
@@ -30,101 +31,28 @@ import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from paras2s_pl.audio.codec_base import Audio, BatchLoops, check_tokens, prepare_input
+from paras2s_pl.audio.codec_base import AudioCodec as AudioCodec  # re-export: the codecs' face
 from paras2s_pl.audio.codec_calibration import (
     CALIBRATION,
+    CALIBRATION_TEXTS,
     WPM_GAIN,
     VoiceCalibration,
-    calibrate_voice,
 )
-from paras2s_pl.audio.io import check_finite, to_mono
 from paras2s_pl.audio.prosody import PITCH_CEILING, PITCH_FLOOR, SILENCE_DB, frame_tracks
 from paras2s_pl.audio.tts import STYLE_PRESETS, EspeakTTS, Prosody, check_text
 from paras2s_pl.data import labels
 
 log = logging.getLogger(__name__)
 
-Audio = tuple[np.ndarray, int]  # (mono float32 wav, sample rate)
 FRAME_RATE = 12.5  # tokens per second (Kimi-Audio / GLM-4-Voice tokenizer, Mimi)
 SUBFRAMES = 8  # 10 ms Praat frames per 80 ms token
 ENERGY_RANGE_DB = (-56.0, -7.0)  # 80 ms frames of eSpeak speech: 1st-100th pct -50..-9
 TREMBLE_SCORE = 0.11  # see ProsodyCodec.describe_tokens
-
-
-@runtime_checkable
-class AudioCodec(Protocol):
-    """Tokenizer/detokenizer of the LM's audio stream (see the module docstring)."""
-
-    frame_rate: float  # tokens per second of audio
-    vocab_size: int  # ids are in [0, vocab_size)
-    sample_rate: int  # rate of decoded audio (input may be at any rate)
-
-    def encode(self, wav: np.ndarray, sample_rate: int) -> torch.LongTensor:
-        """Mono (or ``(frames, channels)``) audio at ``sample_rate`` → 1-D token ids."""
-        ...
-
-    def decode(self, tokens: torch.LongTensor, text: str | None = None) -> Audio:
-        """Token ids (+ the text stream, for codecs that speak it) → ``(wav, sr)``."""
-        ...
-
-    def encode_batch(self, wavs: Sequence[np.ndarray], sample_rate: int) -> list[torch.Tensor]:
-        """:meth:`encode` of each waveform."""
-        ...
-
-    def decode_batch(
-        self, tokens_list: Sequence[torch.Tensor], texts: Sequence[str | None] | None = None
-    ) -> list[Audio]:
-        """:meth:`decode` of each token sequence (``texts`` None: no text for any)."""
-        ...
-
-
-class BatchLoops:
-    """``encode_batch``/``decode_batch`` as loops over the single-item methods."""
-
-    def encode_batch(self, wavs: Sequence[np.ndarray], sample_rate: int) -> list[torch.Tensor]:
-        """:meth:`encode` of each waveform; an error names the failing item's index."""
-        out = []
-        for i, wav in enumerate(wavs):
-            try:
-                out.append(self.encode(wav, sample_rate))
-            except ValueError as err:
-                raise ValueError(f"wavs[{i}]: {err}") from err
-        return out
-
-    def decode_batch(
-        self, tokens_list: Sequence[torch.Tensor], texts: Sequence[str | None] | None = None
-    ) -> list[Audio]:
-        """:meth:`decode` of each token sequence with its text."""
-        texts = [None] * len(tokens_list) if texts is None else list(texts)
-        if len(texts) != len(tokens_list):
-            raise ValueError(f"got {len(tokens_list)} token sequences but {len(texts)} texts")
-        return [self.decode(t, x) for t, x in zip(tokens_list, texts, strict=True)]
-
-
-def prepare_input(wav: np.ndarray, what: str = "wav") -> np.ndarray:
-    """Mono float32 audio; :class:`~paras2s_pl.audio.io.AudioError` names ``what`` if bad."""
-    return check_finite(to_mono(np.asarray(wav)), what)
-
-
-def check_tokens(tokens: torch.Tensor | Sequence[int], vocab_size: int) -> torch.Tensor:
-    """Return ``tokens`` as a 1-D int64 CPU tensor; ``ValueError`` on bad shape or ids."""
-    t = torch.as_tensor(tokens).detach().cpu()
-    if t.ndim != 1 or t.is_floating_point() or t.is_complex():
-        raise ValueError(f"tokens must be a 1-D integer tensor, got {t.dtype} of {tuple(t.shape)}")
-    t = t.long()
-    bad = (t < 0) | (t >= vocab_size)
-    if bool(bad.any()):
-        pos = bad.nonzero().flatten()
-        raise ValueError(
-            f"{len(pos)} token ids out of range for vocab_size={vocab_size}: "
-            f"ids {t[pos[:8]].tolist()} at positions {pos[:8].tolist()}; valid ids are "
-            f"0..{vocab_size - 1} (strip special/LM-offset ids before decoding)"
-        )
-    return t
 
 
 def _active_s(d: dict[str, float | int]) -> float:
@@ -377,6 +305,60 @@ class ProsodyCodec(BatchLoops):
         v = np.convolve(voiced[frame].astype(float), smooth, mode="same")
         amp = np.convolve(rms[frame], smooth, mode="same")
         return np.clip(amp * (v * tone + (1 - v) * noise), -1, 1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- calibration
+# The measurement half of codec_calibration: it runs ProsodyCodec, so it lives here and
+# codec_calibration keeps only the model and the stored constants (no import back).
+def calibrate_voice(speaker: str, texts: Sequence[str] = CALIBRATION_TEXTS) -> VoiceCalibration:
+    """Measure ``speaker``'s eSpeak voice through :class:`ProsodyCodec` and fit the map.
+
+    Grid: pitch 30..100 step 10 × range 0, 25, 50, 75, 100 at volume 100, rate 170, on
+    each text (40 × 3 syntheses, ~3 s). Each point is encoded and summarised with
+    :meth:`ProsodyCodec.describe_tokens`; the F0 model is fitted by nonlinear least squares
+    (scipy), F0 sd and energy by linear least squares (see :class:`VoiceCalibration`).
+    """
+    from scipy.optimize import curve_fit
+
+    codec = ProsodyCodec()
+    rows = []
+    for pitch in range(30, 101, 10):
+        for rng in (0, 25, 50, 75, 100):
+            ds = [
+                codec.describe_tokens(codec.encode(*codec.tts.synthesize_prosody(
+                    text, Prosody(pitch, rng), speaker)))
+                for text in texts
+            ]  # fmt: skip
+            sd_st = np.mean([d["f0_sd_st"] for d in ds])
+            m = np.mean([d["f0_mean"] for d in ds])
+            energy = np.mean([d["energy_db"] for d in ds])
+            rows.append((pitch, rng, m, m * (2 ** (sd_st / 12) - 1), energy))
+    p, r, m, sd, energy = np.array(rows).T
+
+    def model(x: np.ndarray, a: float, k: float, c: float) -> np.ndarray:
+        return a * np.exp(k * (x[0] - 50)) + c * x[1]
+
+    (a, k, c), _ = curve_fit(model, np.stack([p, r]), m, p0=(m.min(), 0.011, 0.3))
+    s1, s0 = np.polyfit(r, sd, 1)
+    e1, e0 = np.polyfit(p - 50, energy, 1)
+    return VoiceCalibration(*(round(float(v), 5) for v in (a, k, c, s0, s1, e0, e1)))
+
+
+def calibrate_volume(
+    speakers: Sequence[str] = ("m1", "f2"), texts: Sequence[str] = CALIBRATION_TEXTS
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Token-energy gain (dB) of each eSpeak volume against 100, averaged over voices."""
+    codec, vols = ProsodyCodec(), (10, 20, 30, 50, 75, 100, 125, 150, 175, 196)
+
+    def energy(volume: int) -> float:
+        return float(np.mean([
+            codec.describe_tokens(codec.encode(*codec.tts.synthesize_prosody(
+                text, Prosody(pitch, volume=volume), speaker)))["energy_db"]
+            for speaker in speakers for pitch in (30, 50, 80) for text in texts
+        ]))  # fmt: skip
+
+    ref = energy(100)
+    return vols, tuple(round(energy(v) - ref, 2) for v in vols)
 
 
 def __getattr__(name: str) -> type:

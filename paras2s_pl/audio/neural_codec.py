@@ -1,4 +1,4 @@
-"""Neural audio codecs behind :class:`~paras2s_pl.audio.codec.AudioCodec`: Mimi, Kimi-Audio.
+"""Neural audio codecs behind :class:`~.codec_base.AudioCodec`: Mimi, Kimi-Audio.
 
 **MimiCodec** wraps ``transformers.MimiModel`` (Kyutai's Mimi: 24 kHz, 12.5 Hz frames, a
 split RVQ whose first codebook is the distilled "semantic" one). The LM's audio stream is
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from paras2s_pl.audio.codec import Audio, BatchLoops, check_tokens, prepare_input
+from paras2s_pl.audio.codec_base import Audio, BatchLoops, check_tokens, prepare_input
 from paras2s_pl.audio.io import resample
 
 MIMI_FRAME_RATE = 12.5  # Mimi frames per second (24 kHz / 1920)
