@@ -58,7 +58,8 @@ log = logging.getLogger(__name__)
 
 SCORE_CHARS = ("1", "2", "3", "4", "5")
 CONFIG_FILE = "reward_config.json"
-#: backend name → "module:Class" (resolved lazily: the omni backend imports peft).
+#: backend name → "module:Class", imported only when a saved model names it: the omni backend
+#: needs peft, and it imports this module (RewardModel), so naming it here must not import it.
 REWARD_BACKENDS: dict[str, str] = {
     "tokens": "paras2s_pl.models.reward:TokensRewardModel",
     "omni": "paras2s_pl.models.reward_omni:OmniRewardModel",
@@ -493,14 +494,6 @@ class TokensRewardModel(RewardModel):
             max_len=config["max_len"],
         )
         return cls(**{**kwargs, **overrides})
-
-
-def __getattr__(name: str) -> Any:  # lazy re-export: the omni backend imports peft
-    if name in ("OmniRewardModel", "OmniFeaturizer"):
-        from paras2s_pl.models import reward_omni
-
-        return getattr(reward_omni, name)
-    raise AttributeError(name)
 
 
 def main() -> None:
