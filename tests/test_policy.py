@@ -17,10 +17,8 @@ import torch
 from safetensors.torch import save_file
 from transformers.cache_utils import Cache
 
-from paras2s_pl.models.dual_stream import (
-    DualStreamConfig,
-    DualStreamLM,
-    DualStreamOutput,
+from paras2s_pl.models.dual_stream import DualStreamConfig, DualStreamLM, DualStreamOutput
+from paras2s_pl.models.kimi_checkpoint import (
     KimiCheckpointError,
     build_policy,
     load_kimi_checkpoint,

@@ -3,8 +3,9 @@
 - :mod:`paras2s_pl.models.tokenizer`: the mini world's text tokenizer (a small byte-level BPE
   built and cached on disk); real models use their checkpoint's own tokenizer.
 - :mod:`paras2s_pl.models.dual_stream`: the speech-to-speech policy, a Kimi-Audio-architecture
-  dual-stream decoder (:class:`DualStreamConfig`, :class:`DualStreamLM`,
-  :func:`load_kimi_checkpoint`).
+  dual-stream decoder (:class:`DualStreamConfig`, :class:`DualStreamLM`);
+  :mod:`paras2s_pl.models.kimi_checkpoint`: Kimi-Audio checkpoints into it
+  (:func:`load_kimi_checkpoint`) and the :func:`build_policy` factory.
 - :mod:`paras2s_pl.models.layout`: the dual-stream id layout of one dialogue turn
   (:func:`build_example`, :func:`build_prompt`, :func:`collate`).
 - :mod:`paras2s_pl.models.sampling`: batched, KV-cached generation (:func:`generate`) and the

@@ -85,7 +85,7 @@ class SFTModule(PolicyModule):
         model_config: Overrides of the preset's :class:`DualStreamConfig` fields (with
             ``init_from``: of the checkpoint's config).
         init_from: A ``save_pretrained`` directory to start from (converted Kimi-Audio
-            checkpoint: ``python -m paras2s_pl.models.dual_stream --convert-kimi SRC DST``,
+            checkpoint: ``python -m paras2s_pl.models.kimi_checkpoint --convert-kimi SRC DST``,
             or an earlier stage's ``policy`` export). None = random initialisation.
         load_dtype: Dtype the ``init_from`` weights load in; keep float32 master weights
             with ``bf16-mixed`` (bf16 weights would swallow lr-1e-5 updates).
