@@ -65,9 +65,8 @@ SPECIAL_ID_FIELDS = tuple(MINI_SPECIAL_IDS)  # text_blank_id, text_eos_id, ..., 
 # transformers 5.24 renamed the cache keyword of the mask helper and the decoder layers from
 # ``past_key_values`` to ``cache`` (the old name warns until 5.40). Read the name the installed
 # version takes instead of assuming one, so the policy runs on both sides of the rename.
-CACHE_KWARG = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else (
-    "past_key_values"
-)
+_MASK_PARAMS = inspect.signature(create_causal_mask).parameters
+CACHE_KWARG = "cache" if "cache" in _MASK_PARAMS else "past_key_values"
 
 # Kimi-Audio-7B (MoonshotAI/Kimi-Audio, config.json / modeling_moonshot_kimia.py).
 KIMI_SPECIAL_IDS = {
