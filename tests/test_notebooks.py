@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -146,18 +147,49 @@ def write_sweeps(root: Path) -> list[Path]:
 # ---- readers ---------------------------------------------------------------------------------
 
 
+def _events(run: Path, steps: bool = True) -> None:
+    """Event files as a run leaves them: with a logged step, or stopped at start-up (only the
+    ``hp_metric`` placeholder Lightning writes first)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(run)) as writer:
+        writer.add_scalar("hp_metric", -1.0, 0)
+        if steps:
+            writer.add_scalar("train/reward", 2.5, 0)
+
+
 def test_find_log_dir_takes_the_newest_version_with_events(tmp_path):
     for name, events in (("version_0", True), ("version_2", True), ("version_10", True),
                          ("version_11", False), ("other", True)):  # fmt: skip
         (tmp_path / name).mkdir()
         if events:
-            (tmp_path / name / "events.out.tfevents.1.host.0").write_bytes(b"")
+            _events(tmp_path / name)
     assert plots.find_log_dir(tmp_path) == tmp_path / "version_10"  # numeric, not "version_2"
     assert plots.find_log_dir(tmp_path / "version_2") == tmp_path / "version_2"
     with pytest.raises(FileNotFoundError, match="configs/mini/grpo.yaml"):
         plots.find_log_dir(tmp_path / "version_11")
     with pytest.raises(FileNotFoundError, match="configs/mini/grpo.yaml"):
         plots.find_log_dir(tmp_path / "missing")
+
+
+def test_a_newest_run_stopped_at_start_up_is_skipped_in_one_line(tmp_path, caplog):
+    """The issue's case: ``runs/grpo/version_N`` (newest) has event files but no step."""
+    _events(tmp_path / "version_3")
+    _events(tmp_path / "version_4", steps=False)
+    (tmp_path / "version_5").mkdir()
+    (tmp_path / "version_5" / "events.out.tfevents.1.host.0").write_bytes(b"")  # killed at once
+    assert not plots.has_steps(tmp_path / "version_4")
+    assert plots.find_log_dir(tmp_path) == tmp_path / "version_3"
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "paras2s_pl.plots.rewards"]
+    assert message == ("skipped version_5, version_4: no logged step (stopped at start-up); "
+                       "reading version_3")  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="no logged step .*stopped at start-up"):
+        plots.find_log_dir(tmp_path / "version_4")
+    shutil.rmtree(tmp_path / "version_3")
+    with pytest.raises(FileNotFoundError, match="version_5, version_4 stopped at start-up"):
+        plots.find_log_dir(tmp_path)
+    empty = plots.read_scalars(tmp_path / "version_5")  # what the notebook's cell then reads
+    assert empty.empty and not empty["tag"].str.startswith("train/").any()
 
 
 def test_read_scalars_of_a_grpo_run(grpo_logs):
@@ -294,7 +326,10 @@ def _execute(name: str) -> None:
 def test_notebooks_run_on_small_results(grpo_logs, tmp_path, monkeypatch):
     sweeps = write_sweeps(tmp_path / "sweeps")
     fig_dir = tmp_path / "figures"
-    monkeypatch.setenv("PARAS2S_GRPO_LOGS", str(grpo_logs.parent))  # picks version_0
+    logs = tmp_path / "grpo"
+    shutil.copytree(grpo_logs, logs / "version_0")
+    _events(logs / "version_1", steps=False)  # a newer run that stopped at start-up
+    monkeypatch.setenv("PARAS2S_GRPO_LOGS", str(logs))  # picks version_0
     monkeypatch.setenv("PARAS2S_SWEEP_RESULTS", ",".join(str(p) for p in sweeps))
     monkeypatch.setenv("PARAS2S_FIG_DIR", str(fig_dir))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

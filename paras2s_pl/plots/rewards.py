@@ -10,6 +10,7 @@ into a long frame (``step``, ``tag``, ``value``; one value per optimizer step an
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -23,7 +24,11 @@ from matplotlib.ticker import MaxNLocator
 
 from paras2s_pl.plots.common import no_data, resolve
 
+log = logging.getLogger(__name__)
+
 EVENTS_GLOB = "events.out.tfevents.*"
+#: Scalars a run writes before its first step (Lightning's hyperparameter placeholder).
+START_UP_TAGS = ("hp_metric",)
 GRPO_COMMAND = "paras2s fit --config configs/mini/grpo.yaml"
 CATEGORY_PREFIX = "train/reward/"
 
@@ -35,17 +40,42 @@ def _version_key(path: Path) -> tuple[int, float]:
     return number, newest_event
 
 
+def has_steps(run: Path) -> bool:
+    """Whether ``run``'s event files hold a scalar of a training step.
+
+    A run that stopped at start-up leaves event files with none, or only the
+    :data:`START_UP_TAGS`. Reading stops at the first such scalar.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    for file in sorted(run.glob(EVENTS_GLOB)):
+        for event in EventFileLoader(str(file)).Load():
+            for value in event.summary.value:
+                scalar = (value.WhichOneof("value") == "simple_value"
+                          or value.metadata.plugin_data.plugin_name == "scalars")  # fmt: skip
+                if scalar and value.tag not in START_UP_TAGS:
+                    return True
+    return False
+
+
 def find_log_dir(path: str | Path) -> Path:
     """The TensorBoard run to read under ``path``.
 
-    That is ``path`` itself if it holds event files, else its newest sub-directory that does
-    (highest ``version_N``; then the most recent event file).
+    That is ``path`` itself if it holds event files, else its newest sub-directory whose
+    events hold a logged step (highest ``version_N``; then the most recent event file). Newer
+    runs without a step (stopped at start-up) are skipped, with a one-line warning.
 
     Raises:
-        FileNotFoundError: no event files there, with the command that writes them.
+        FileNotFoundError: no event files there, or none with a logged step, with the
+            command that writes them.
     """
     path = resolve(path)
     if path.is_dir() and any(path.glob(EVENTS_GLOB)):
+        if not has_steps(path):
+            raise FileNotFoundError(
+                f"{path}: its event files hold no logged step (a run that stopped at start-up); "
+                f"point PARAS2S_GRPO_LOGS at a run that trained, or at its parent folder"
+            )
         return path
     candidates = [p for p in path.iterdir() if p.is_dir()] if path.is_dir() else []
     candidates = [p for p in candidates if any(p.glob(EVENTS_GLOB))]
@@ -54,7 +84,18 @@ def find_log_dir(path: str | Path) -> Path:
             f"no TensorBoard event files in {path} or its version_N folders: run "
             f"`{GRPO_COMMAND}` (logs to runs/grpo/version_N) or point PARAS2S_GRPO_LOGS at a run"
         )
-    return max(candidates, key=_version_key)
+    skipped = []
+    for run in sorted(candidates, key=_version_key, reverse=True):
+        if has_steps(run):
+            if skipped:
+                log.warning("skipped %s: no logged step (stopped at start-up); reading %s",
+                            ", ".join(p.name for p in skipped), run.name)  # fmt: skip
+            return run
+        skipped.append(run)
+    raise FileNotFoundError(
+        f"no logged step in {path}: {', '.join(p.name for p in skipped)} stopped at start-up; "
+        f"run `{GRPO_COMMAND}` or point PARAS2S_GRPO_LOGS at a run that trained"
+    )
 
 
 # ---- GRPO logs -------------------------------------------------------------------------------
@@ -72,8 +113,9 @@ def read_scalars(log_dir: str | Path) -> pd.DataFrame:
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         frame = SummaryReader(str(log_dir), extra_columns={"wall_time"}).scalars
-    if frame.empty:
-        return pd.DataFrame({"step": pd.Series(dtype=int), "tag": [], "value": []})
+    if frame.empty:  # typed like a full frame, so that ``scalars["tag"].str`` works
+        return pd.DataFrame({"step": pd.Series(dtype=int), "tag": pd.Series(dtype=str),
+                             "value": pd.Series(dtype=float)})  # fmt: skip
     return tidy_scalars(frame)
 
 
