@@ -52,6 +52,7 @@ class StepProgressBar(TQDMProgressBar):
         self._start = 0.0
         self._first = 0  # global_step at start: a resumed run counts its ETA from there
         self._shown = -1
+        self._pending = False  # a line due, printed once the step's metrics are logged
 
     def _steps(self, trainer: pl.Trainer) -> int | None:
         """``max_steps`` when the run is bounded by steps, else None (epoch bars)."""
@@ -114,13 +115,37 @@ class StepProgressBar(TQDMProgressBar):
         self._shown = step
         if self.lines:
             every = self.line_every or max(1, total // 10)
-            if step % every == 0 or step >= total:
-                print(self.line(trainer, pl_module), flush=True)
+            self._pending = step % every == 0 or step >= total
             return
         bar = self.train_progress_bar
         if step >= total or step % self.refresh_rate == 0:
             bar.n = step
             bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def _flush(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending:
+            self._pending = False
+            print(self.line(trainer, pl_module), flush=True)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Print the last step's line, now that its metrics are logged.
+
+        A module logs in its own ``on_train_batch_end``, which Lightning calls after the
+        callbacks' (GRPO does), so the line would otherwise show the step before's.
+        """
+        self._flush(trainer, pl_module)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The step's line before the validation's output."""
+        self._flush(trainer, pl_module)
+        super().on_validation_start(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The last step's line."""
+        self._flush(trainer, pl_module)
+        super().on_train_end(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """A line per epoch when training by epochs without a bar."""

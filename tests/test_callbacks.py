@@ -42,6 +42,23 @@ def test_lines_count_optimizer_steps_not_micro_batches(tmp_path, capsys):
     assert "Epoch" not in printed and "4/4 (100%)" in printed
 
 
+class LogsAfterTheStep(BoringModel):
+    """Logs in its own ``on_train_batch_end`` (as GRPO does), after the callbacks' hook."""
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.log("seen", float(self.global_step), prog_bar=True, on_step=True, on_epoch=False)
+
+
+def test_a_line_shows_its_own_steps_metrics(tmp_path, capsys):
+    trainer = L.Trainer(max_steps=4, accumulate_grad_batches=2, accelerator="cpu", logger=False,
+                        callbacks=[StepProgressBar(lines=True, line_every=2)],
+                        enable_checkpointing=False, enable_model_summary=False,
+                        limit_val_batches=0, default_root_dir=str(tmp_path))  # fmt: skip
+    trainer.fit(LogsAfterTheStep())
+    lines = [x for x in capsys.readouterr().out.splitlines() if STEP_LINE.search(x)]
+    assert [x.split(": ", 1)[1] for x in lines] == ["seen=2", "seen=4"]
+
+
 def test_tqdm_bar_total_is_max_steps(tmp_path):
     bar = StepProgressBar(lines=False)
     fit(tmp_path, bar, max_steps=3, accumulate=4)
