@@ -24,31 +24,39 @@ GRPO reward at its first and last step, and where the TensorBoard logs are
 (``tensorboard --logdir <out>/tb``). A finished stage leaves ``<out>/.stages/<name>.json``
 (its command, seconds, time) and is skipped on rerun unless ``--force``; a failed stage stops
 the run with its command, so fixing and rerunning continues from there. Each stage runs in
-its own process (``python -m paras2s_pl.cli …``), exactly as typed by hand. With
-``--jobs 2`` (default) the stages that need no trained model (the untrained policy and the
-two reference systems: export, respond, bench; :data:`SIDE_LANE`) run beside the training
-chain on the second core, their output in ``<out>/logs/``.
+its own process (``python -m paras2s_pl.cli …``), exactly as typed by hand; its whole output
+goes to ``<out>/logs/<stage>.log``. With ``--jobs 2`` (default) the stages that need no
+trained model (the untrained policy and the two reference systems: export, respond, bench;
+:data:`SIDE_LANE`) run beside the training chain on the second core. On the console every
+stage opens with its command and closes with ``done in N s``; the training chain's output
+follows, each line prefixed with its stage (``sft      | step 30/300 …``), while the side
+stages print only those two lines.
 
 Profiles: ``full`` (the README's main job; sizes chosen to finish in about a quarter of an
 hour on 2 CPU cores, see :data:`PROFILES`) and ``tiny`` (a few samples and steps: the CI
-end-to-end test). ``summary.json`` in ``--out`` holds the table, Pearson r, rewards and
-stage times.
+end-to-end test, about a minute). ``tiny`` builds its own few-sample shards in
+``<out>/shards`` and ignores ``--shards``: the full demo shards (144 test queries) would
+make it the full demo's bench. ``summary.json`` in ``--out`` holds the table, Pearson r,
+rewards and stage times.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
+import math
 import os
+import re
 import shlex
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from io import BufferedIOBase
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +89,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "tiny": {
         "contents_per_category": 2,
+        "own_shards": True,  # in <out>/shards: whatever --shards holds, tiny stays tiny
         "bench_queries": None,  # the whole (small) test split
         "sft": [
             "--trainer.max_steps",
@@ -127,6 +136,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+#: Progress of the fit stages in optimizer steps (plain ``step k/N`` lines in a pipe).
+STEP_BAR = ("--trainer.callbacks+", "paras2s_pl.callbacks.StepProgressBar")
+
+
 class StageError(RuntimeError):
     """A demo stage exited with an error; the message holds its command."""
 
@@ -144,11 +157,17 @@ class Stage:
         return "paras2s " + " ".join(shlex.quote(a) for a in self.args)
 
 
+def profile_shards(out: Path, shards: Path, profile: str) -> Path:
+    """The shards ``profile`` uses: ``shards``, or ``<out>/shards`` for a profile with its own."""
+    return out / "shards" if PROFILES[profile].get("own_shards") else shards
+
+
 def demo_stages(out: Path, shards: Path, profile: str = "full") -> list[Stage]:
     """The stages of :func:`run_demo` for ``profile`` (see the module docstring)."""
     if profile not in PROFILES:
         raise ValueError(f"--profile {profile!r}; choose one of {list(PROFILES)}")
     p, tb = PROFILES[profile], str(out / "tb")
+    shards = profile_shards(out, shards, profile)
     cfg = {name: str(REPO_CONFIGS / f"{name}.yaml") for name in ("sft", "reward", "grpo")}
     build = ["shards", "build-demo", "--out", str(shards)]
     if p["contents_per_category"]:
@@ -160,12 +179,12 @@ def demo_stages(out: Path, shards: Path, profile: str = "full") -> list[Stage]:
             "curate", "subset", "--pool", str(shards), "--split", "test",
             "--num_queries", str(p["bench_queries"]), "--out", str(testset), "--overwrite",
         ]))  # fmt: skip
-    sft_common = ["fit", "--config", cfg["sft"], "--data.root", str(shards),
-                  "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    sft_common = ["fit", "--config", cfg["sft"], "--data.root", str(shards)]
     stages += [
-        Stage("sft", [*sft_common, "--trainer.logger.init_args.save_dir", tb,
+        Stage("sft", [*sft_common, *STEP_BAR, "--trainer.logger.init_args.save_dir", tb,
                       "--model.init_args.export_dir", str(out / "sft_policy"), *p["sft"]]),
-        Stage("base", [*sft_common, "--trainer.max_steps", "0", "--trainer.logger", "false",
+        Stage("base", [*sft_common, "--trainer.enable_progress_bar", "false",
+                       "--trainer.max_steps", "0", "--trainer.logger", "false",
                        "--trainer.num_sanity_val_steps", "0", "--trainer.callbacks", "[]",
                        "--trainer.enable_checkpointing", "false", "--data.init_args.val_limit",
                        "1", "--data.init_args.train_split", "test",  # nothing is trained
@@ -176,14 +195,13 @@ def demo_stages(out: Path, shards: Path, profile: str = "full") -> list[Stage]:
                         "--transcript", "policy", "--out", str(out / "prefs"), "--threads", "1",
                         *p["prefs"]]),
         Stage("reward", ["fit", "--config", cfg["reward"], "--data.root", str(out / "prefs"),
-                         "--trainer.enable_progress_bar", "false",
+                         *STEP_BAR,
                          "--trainer.logger.init_args.save_dir", tb,
                          "--model.init_args.export_dir", str(out / "reward_model"),
                          *(["--model.init_args.model.init_args.init_from", str(out / "sft_policy")]
                            if p["reward_init"] else []),
                          *p["reward"]]),
-        Stage("grpo", ["fit", "--config", cfg["grpo"], "--data.root", str(shards),
-                       "--trainer.enable_progress_bar", "false",
+        Stage("grpo", ["fit", "--config", cfg["grpo"], "--data.root", str(shards), *STEP_BAR,
                        "--trainer.logger.init_args.save_dir", tb,
                        "--model.init_args.init_from", str(out / "sft_policy"),
                        "--model.init_args.scorer.init_args.path", str(out / "reward_model"),
@@ -208,34 +226,85 @@ def _marker(out: Path, stage: Stage) -> Path:
     return out / ".stages" / f"{stage.name}.json"
 
 
+#: One console line at a time: the two lanes print from two threads.
+_CONSOLE = threading.Lock()
+#: Width of the stage column of echoed lines: the training chain's names (longer ones push it).
+STAGE_WIDTH = 8
+#: Seconds between echoed in-place updates (a tqdm bar's carriage-return lines) of one stage.
+ECHO_EVERY_S = 15.0
+_LINE_END = re.compile(rb"(\r\n|\n|\r)")
+
+
+def say(text: str) -> None:
+    """Print whole lines to the console, never torn by the other lane."""
+    with _CONSOLE:
+        print(text, flush=True)
+
+
+def pump(stream: BufferedIOBase, log: IO[bytes], echo: Callable[[str], None] | None = None) -> None:
+    """Copy a stage's output to its log as it comes, and ``echo`` it line by line.
+
+    An in-place update (a tqdm bar's carriage-return line) is echoed at most every
+    :data:`ECHO_EVERY_S`.
+    """
+    pending, last = b"", -math.inf
+    for chunk in iter(lambda: stream.read1(1 << 16), b""):  # what has come, not 64 KiB
+        log.write(chunk)
+        log.flush()
+        if echo is None:
+            continue
+        *parts, pending = _LINE_END.split(pending + chunk)
+        for text, end in zip(parts[0::2], parts[1::2], strict=True):
+            line = text.decode(errors="replace").rstrip()
+            if not line.strip():
+                continue
+            if end == b"\r":
+                if time.monotonic() - last < ECHO_EVERY_S:
+                    continue
+                last = time.monotonic()
+            echo(line)
+    if echo is not None and pending.strip():
+        echo(pending.decode(errors="replace").rstrip())
+
+
 def run_stage(stage: Stage, out: Path, quiet: bool = False) -> float:
     """Run one stage in its own process; raise :class:`StageError` naming it if it fails.
 
-    ``quiet``: its output goes to ``<out>/logs/<stage>.log`` instead of the console.
+    Its output goes to ``<out>/logs/<stage>.log`` and, unless ``quiet``, to the console,
+    each line prefixed with the stage's name.
     """
-    print(f"\n[paras2s demo] {stage.name}: {stage.command()}", flush=True)
-    start = time.time()
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     log_path = out / "logs" / f"{stage.name}.log"
-    if quiet:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") if quiet else contextlib.nullcontext() as sink:
-        result = subprocess.run(  # noqa: S603  (our own CLI, arguments from this module)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    where = f" (output: {log_path})" if quiet else ""
+    say(f"\n[paras2s demo] {stage.name}: {stage.command()}{where}")
+    start = time.time()
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    prefix = f"{stage.name:<{STAGE_WIDTH}} | "
+    echo = None if quiet else lambda line: say(prefix + line)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(  # noqa: S603  (our own CLI, arguments from this module)
             [sys.executable, "-m", "paras2s_pl.cli", *stage.args],
             env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT if quiet else None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
+        try:
+            pump(proc.stdout, log, echo)  # type: ignore[arg-type]  (a pipe: BufferedReader)
+            code = proc.wait()
+        except BaseException:  # Ctrl-C: stop the stage too
+            proc.terminate()
+            proc.wait()
+            raise
     seconds = time.time() - start
-    if result.returncode != 0:
-        tail = f"(its output: {log_path})\n" + log_path.read_text()[-2000:] if quiet else ""
+    if code != 0:
+        tail = log_path.read_text(errors="replace")[-2000:] if quiet else ""
         raise StageError(
-            f"demo stage {stage.name!r} failed (exit {result.returncode}) after {seconds:.0f} s; "
-            f"fix it and rerun `paras2s demo` (finished stages are skipped). Command:\n"
-            f"  {stage.command()}\n{tail}"
+            f"demo stage {stage.name!r} failed (exit {code}) after {seconds:.0f} s; "
+            f"fix it and rerun `paras2s demo` (finished stages are skipped). Its output: "
+            f"{log_path}. Command:\n  {stage.command()}\n{tail}"
         )
-    if quiet:
-        print(f"[paras2s demo] {stage.name}: done in {seconds:.0f} s", flush=True)
+    say(f"[paras2s demo] {stage.name}: done in {seconds:.0f} s")
     marker = _marker(out, stage)
     marker.parent.mkdir(parents=True, exist_ok=True)
     record = {"command": stage.command(), "seconds": round(seconds, 1),
@@ -270,11 +339,14 @@ def run_demo(
     times: dict[str, float] = {}
     start = time.time()
     stages = demo_stages(out, shards, profile)
+    if profile_shards(out, shards, profile) != shards:
+        say(f"[paras2s demo] profile {profile}: its own few-sample shards in {out / 'shards'} "
+            f"(not {shards})")  # fmt: skip
 
     def run(lane: list[Stage], lane_quiet: bool) -> None:
         for stage in lane:
             if not force and _done(stage, out):
-                print(f"[paras2s demo] {stage.name}: done, skipped (--force reruns)", flush=True)
+                say(f"[paras2s demo] {stage.name}: done, skipped (--force reruns)")
                 continue
             if force and stage.name == "shards" and stage.outputs[0].exists():
                 stage.args.append("--overwrite")
@@ -317,19 +389,45 @@ def summarize(out: Path) -> dict[str, Any]:
     table = json.loads((out / "bench" / "table.json").read_text())
     reward = read_fit_metrics(out / "reward_model")
     grpo = read_fit_metrics(out / "grpo_policy")
+    first, last = first_last(out / "tb" / "grpo")
     return {
         "table3": {s: table["table3"].get(s) for s in SYSTEMS},
         "counts": table.get("counts", {}),
         # the exported (last) model's held-out r, and the best validation's
         "reward_model_pearson": reward.get("metrics", {}).get("val/pearson"),
         "reward_model_best_pearson": reward.get("best", {}).get("val/pearson"),
-        "grpo_final_reward": grpo.get("metrics", {}).get("train/reward"),
+        "grpo_first_reward": first,
+        "grpo_final_reward": grpo.get("metrics", {}).get("train/reward", last),
         "grpo_steps": grpo.get("global_step"),
     }
 
 
+def first_last(tb: Path, tag: str = "train/reward") -> tuple[float | None, float | None]:
+    """``tag`` at the first and the last step of the newest run under ``tb`` that logged it.
+
+    A step written twice (by a resumed run) keeps its later value; (None, None) without one.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util.tensor_util import make_ndarray
+
+    def version(path: Path) -> int:
+        match = re.fullmatch(r"version_(\d+)", path.name)
+        return int(match.group(1)) if match else -1
+
+    for run in sorted(tb.glob("version_*"), key=version, reverse=True):
+        logged = []  # (wall time, step, value)
+        for file in run.glob("events.out.tfevents.*"):
+            for event in EventFileLoader(str(file)).Load():  # scalars as tensors
+                logged += [(event.wall_time, event.step, float(make_ndarray(v.tensor)))
+                           for v in event.summary.value if v.tag == tag]  # fmt: skip
+        by_step = {step: value for _, step, value in sorted(logged)}
+        if by_step:
+            return by_step[min(by_step)], by_step[max(by_step)]
+    return None, None
+
+
 def report(summary: dict[str, Any], out: Path) -> str:
-    """The closing message: the table, Pearson r, TensorBoard."""
+    """The closing message: the table, Pearson r, the GRPO reward, TensorBoard."""
     cols = ("Age", "Emotion", "Gender", "Sarcasm", "Overall")
     lines = ["", "| System | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for system, row in summary["table3"].items():
@@ -345,8 +443,8 @@ def report(summary: dict[str, Any], out: Path) -> str:
         "Judge: the offline rubric stand-in (see paras2s_pl/bench/rubric.py).",
         f"Reward model held-out Pearson r with the judge: {r('reward_model_pearson')} "
         f"(exported model; best validation {r('reward_model_best_pearson')})",
-        f"GRPO: {summary.get('grpo_steps')} steps, final train/reward "
-        f"{summary.get('grpo_final_reward')}",
+        f"GRPO: {summary.get('grpo_steps')} steps, train/reward {r('grpo_first_reward')} → "
+        f"{r('grpo_final_reward')} (first → last step)",
         f"Full tables: {out / 'bench' / 'table.md'}",
         f"TensorBoard: tensorboard --logdir {out / 'tb'}",
     ]

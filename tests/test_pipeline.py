@@ -1,13 +1,26 @@
-"""``paras2s demo``: the stage list, a failing stage, and the tiny profile end to end + rerun."""
+"""``paras2s demo``: the stage list, a failing stage, the console blocks, the closing report
+and the tiny profile end to end + rerun."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 
+from paras2s_pl import pipeline
 from paras2s_pl.cli import main
-from paras2s_pl.pipeline import SYSTEMS, Stage, StageError, demo_stages, run_demo, run_stage
+from paras2s_pl.pipeline import (
+    SYSTEMS,
+    Stage,
+    StageError,
+    demo_stages,
+    first_last,
+    pump,
+    report,
+    run_demo,
+    run_stage,
+)
 
 
 def test_stages_in_pipeline_order_write_under_out(tmp_path):
@@ -22,6 +35,73 @@ def test_stages_in_pipeline_order_write_under_out(tmp_path):
         demo_stages(tmp_path, tmp_path, "huge")
 
 
+def test_fit_stages_show_steps_and_tiny_builds_its_own_shards(tmp_path):
+    out, full = tmp_path / "out", tmp_path / "shards_demo"
+    for profile in ("full", "tiny"):
+        stages = {s.name: s for s in demo_stages(out, full, profile)}
+        for name in ("sft", "reward", "grpo"):
+            cmd = stages[name].command()
+            assert "--trainer.callbacks+ paras2s_pl.callbacks.StepProgressBar" in cmd, name
+            assert "enable_progress_bar" not in cmd, name
+    tiny = {s.name: s for s in demo_stages(out, full, "tiny")}
+    assert tiny["shards"].outputs == [out / "shards" / "rl.manifest.json"]
+    assert str(full) not in " ".join(s.command() for s in tiny.values())  # whatever --shards has
+    assert f"--data.root {out / 'shards'}" in tiny["grpo"].command()
+
+
+def test_pump_copies_everything_and_echoes_lines_and_some_bar_updates(monkeypatch):
+    """Whole lines are echoed; of a bar's carriage-return updates (tqdm writes ``\\r`` + the
+    bar) one per interval, and the line a bar ends with."""
+    raw = b"start\n\r 10%\r 20%\r 30%\r 40%\nstep 2/4 (50%)\r\n\r   \rtail"
+    log, echoed = io.BytesIO(), []
+    monkeypatch.setattr(pipeline, "ECHO_EVERY_S", 3600.0)
+    pump(io.BufferedReader(io.BytesIO(raw)), log, echoed.append)
+    assert log.getvalue() == raw
+    assert echoed == ["start", " 10%", " 40%", "step 2/4 (50%)", "tail"]
+    echoed.clear()
+    monkeypatch.setattr(pipeline, "ECHO_EVERY_S", 0.0)
+    pump(io.BufferedReader(io.BytesIO(raw)), io.BytesIO(), echoed.append)
+    assert echoed == ["start", " 10%", " 20%", " 30%", " 40%", "step 2/4 (50%)", "tail"]
+
+
+def test_every_stage_is_a_block_with_its_time(tmp_path, capsys):
+    """The header, the stage's own lines prefixed with its name, then ``done in N s``; a
+    quiet (side-lane) stage prints only the two ends, its output in the log."""
+    run_stage(Stage("help", ["shards", "inspect", "--help"]), tmp_path)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("[paras2s demo] help: paras2s shards inspect --help")
+    assert lines[-1].startswith("[paras2s demo] help: done in ") and lines[-1].endswith(" s")
+    body = lines[1:-1]
+    assert body and all(line.startswith("help     | ") for line in body)
+    assert any("usage:" in line for line in body)
+    run_stage(Stage("quiet", ["shards", "inspect", "--help"]), tmp_path, quiet=True)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("[paras2s demo] quiet: done in ")
+    assert "usage:" in (tmp_path / "logs" / "quiet.log").read_text()
+
+
+def test_grpo_reward_first_and_last_from_the_newest_run(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    for version, rewards in (("version_0", [9.0, 9.0]), ("version_1", [1.25, 2.0, 2.5])):
+        with SummaryWriter(str(tmp_path / version)) as writer:
+            for step, value in enumerate(rewards):
+                writer.add_scalar("train/reward", value, step)
+    with SummaryWriter(str(tmp_path / "version_2")) as writer:  # stopped before a step
+        writer.add_scalar("train/other", 0.0, 0)
+    assert first_last(tmp_path) == (1.25, 2.5)
+    assert first_last(tmp_path / "missing") == (None, None)
+
+
+def test_report_rounds_the_grpo_reward_first_to_last(tmp_path):
+    summary = {"table3": {"sft": {"Overall": 2.95444}}, "grpo_steps": 20,
+               "grpo_first_reward": 2.41234, "grpo_final_reward": 2.9180707931518555,
+               "reward_model_pearson": None}  # fmt: skip
+    text = report(summary, tmp_path)
+    assert "GRPO: 20 steps, train/reward 2.412 → 2.918 (first → last step)" in text
+    assert "| sft | – | – | – | – | 2.954 |" in text and "2.91807" not in text
+
+
 def test_a_failing_stage_names_its_command(tmp_path, capsys):
     stage = Stage("broken", ["fit", "--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(StageError, match="paras2s fit --config .*missing.yaml"):
@@ -34,6 +114,8 @@ def test_tiny_demo_end_to_end_then_rerun_skips_every_stage(tmp_path, capsys):
     out, shards = tmp_path / "demo", tmp_path / "shards"
     summary = run_demo(out, shards, profile="tiny", quiet=True)
     printed = capsys.readouterr().out
+    stages = demo_stages(out, shards, "tiny")
+    assert printed.count("done in ") == len(stages)  # every stage, the chain's too
     table = summary["table3"]
     assert set(table) == set(SYSTEMS) and all(table[s]["Overall"] is not None for s in SYSTEMS)
     assert table["topline"]["Overall"] > table["baseline"]["Overall"]
@@ -42,6 +124,8 @@ def test_tiny_demo_end_to_end_then_rerun_skips_every_stage(tmp_path, capsys):
     assert {"reward_model_pearson", "reward_model_best_pearson"} <= set(summary)
     assert "held-out Pearson r with the judge" in printed
     assert summary["grpo_steps"] == 2
+    assert summary["grpo_first_reward"] is not None and "→" in printed
+    assert not shards.exists() and (out / "shards" / "rl.manifest.json").exists()
     assert "| topline |" in printed and "tensorboard --logdir" in printed
     for name in ("sft", "reward", "grpo"):
         assert list((out / "tb" / name).glob("version_*/events.out.tfevents.*")), name
@@ -50,7 +134,7 @@ def test_tiny_demo_end_to_end_then_rerun_skips_every_stage(tmp_path, capsys):
     # rerun through the CLI: every stage is found finished and skipped
     main(["demo", "--out", str(out), "--shards", str(shards), "--profile", "tiny"])
     again = capsys.readouterr().out
-    assert again.count("done, skipped") == len(demo_stages(out, shards, "tiny"))
+    assert again.count("done, skipped") == len(stages)
     assert {p.name: p.stat().st_mtime for p in (out / ".stages").glob("*.json")} == markers
     assert json.loads((out / "summary.json").read_text())["stage_seconds"] == {}
 
