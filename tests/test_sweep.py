@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from paras2s_pl import sweep
+from paras2s_pl.callbacks import STEP_LINE
 from paras2s_pl.sweep import (
     load_results,
     normalize_key,
@@ -149,6 +150,7 @@ def test_dry_run_writes_one_command_per_point_and_a_slurm_array(tmp_path, capsys
         assert opts["--model.init_args.group_size"] == str(gs)
         assert opts["--model.init_args.beta"] == beta
         assert opts["--trainer.max_steps"] == "20" and opts["--trainer.callbacks"] == "[]"
+        assert opts["--trainer.callbacks+"] == "paras2s_pl.callbacks.StepProgressBar"
         assert opts["--trainer.logger.init_args.save_dir"] == str(point / "tb")
         assert opts["--model.init_args.export_dir"] == str(point / "export")
         assert f"> {shlex.quote(str(point / 'log.txt'))} 2>&1" in line
@@ -322,6 +324,56 @@ def test_a_non_policy_export_is_not_benched_and_an_array_task_done_marker_counts
     assert second["status"] == "skipped-done" and second["seconds"] is None
 
 
+@pytest.mark.parametrize(
+    ("overrides", "grid", "wanted"),
+    [
+        ([], [], True),
+        ([("trainer.callbacks", "[]")], [], True),
+        ([("trainer.enable_progress_bar", "false")], [], False),  # Lightning refuses a bar
+        ([("trainer.enable_progress_bar", "False")], [], False),
+        ([("trainer.callbacks", '[{"class_path": "lightning.pytorch.callbacks.RichProgressBar"}]')],
+         [], False),  # a second bar is refused too
+        ([], ["trainer.callbacks"], False),
+        ([], ["trainer.enable_progress_bar"], False),
+    ],
+)  # fmt: skip
+def test_the_step_bar_is_added_only_where_lightning_takes_it(overrides, grid, wanted):
+    data = sweep.read_stage_config(GRPO)
+    assert sweep.wants_step_bar(data, overrides, grid) is wanted
+    off = {**data, "trainer": {**data["trainer"], "enable_progress_bar": False}}
+    assert not sweep.wants_step_bar(off, [])
+
+
+def test_last_step_reads_the_newest_step_line(tmp_path):
+    log = tmp_path / "log.txt"
+    assert sweep.last_step(log) is None  # not there yet
+    log.write_text("$ python -m paras2s_pl.cli fit\nencode: 50%|##   | 4/8\r")
+    assert sweep.last_step(log) is None
+    log.write_text(log.read_text() + "step 2/20 (10%), 3 s\nx\n" * 3 + "step 12/20 (60%): a=1\n")
+    assert sweep.last_step(log) == (12, 20)
+    assert sweep.STEP_LINE.pattern == STEP_LINE.pattern  # the bar's format, kept in step
+
+
+def test_a_running_point_prints_its_steps_from_the_log(tmp_path, monkeypatch, capsys):
+    """A child writing ``step k/3`` lines: the runner reads the log while it waits and prints
+    each new step once (and no more often than PROGRESS_EVERY_S)."""
+    child = ("import time\nfor k in (1, 2, 3):\n    print(f'step {k}/3 (x%)', flush=True)\n"
+             "    time.sleep(0.6)\n")  # fmt: skip
+    cmd = [sys.executable, "-c", child]
+    monkeypatch.setattr(sweep.runner, "POLL_S", 0.05)
+    monkeypatch.setattr(sweep.runner, "PROGRESS_EVERY_S", 0.0)
+    log = tmp_path / "log.txt"
+    progress = sweep.PointProgress("[1/2] g=2", log)
+    assert sweep.runner._run_logged(cmd, log, {}, progress) == 0
+    lines = capsys.readouterr().out.splitlines()
+    steps = [int(line.split("step ")[1].split("/")[0]) for line in lines]
+    assert lines and all(x.startswith("[1/2] g=2: step ") and "/3 (" in x for x in lines)
+    assert steps == sorted(set(steps)) and set(steps) <= {1, 2, 3}
+    monkeypatch.setattr(sweep.runner, "PROGRESS_EVERY_S", 3600.0)
+    sweep.runner._run_logged(cmd, log, {}, sweep.PointProgress("p", log))
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
 def test_load_results_without_results_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no sweep results"):
         load_results(tmp_path)
@@ -351,8 +403,7 @@ def test_real_two_point_grpo_sweep(tiny_inputs, tmp_path, monkeypatch, capsys):
         f"model.init_args.scorer.init_args.path={tiny_inputs['rm']}",
         "trainer.max_steps=2",
         "model.init_args.sampling.max_new_tokens=8",
-        "trainer.enable_progress_bar=false",
-        "trainer.callbacks=[]",
+        "trainer.callbacks=[]",  # the sweep adds its step bar
         "data.init_args.encode_workers=0",
     ]
     args = ["--config", str(GRPO), "--out", str(out), "--tag", "stage=grpo"]
@@ -371,6 +422,7 @@ def test_real_two_point_grpo_sweep(tiny_inputs, tmp_path, monkeypatch, capsys):
         assert (point / "export" / "config.json").exists() and (point / ".done").exists()
         assert list((point / "tb").rglob("events.out.tfevents.*"))
         assert "group_size: " + str(gs) in next((point / "tb").rglob("config.yaml")).read_text()
+        assert sweep.last_step(point / "log.txt") == (2, 2)
     header, rows = _csv(out / "results.csv")
     assert header[:6] == ["name", "status", "seconds", "global_step", f"param:{GS}", "tag:stage"]
     assert "metric:train/reward" in header and "metric:train/kl" in header

@@ -97,6 +97,7 @@ from paras2s_pl.sweep.plan import (
     LOG_DIR_KEY,
     LOG_FILE,
     SBATCH_FILE,
+    STEP_BAR,
     bench_commands,
     fit_command,
     has_logger,
@@ -104,6 +105,7 @@ from paras2s_pl.sweep.plan import (
     is_policy_export,
     read_stage_config,
     shell_line,
+    wants_step_bar,
     write_cluster_files,
 )
 from paras2s_pl.sweep.results import (
@@ -116,7 +118,13 @@ from paras2s_pl.sweep.results import (
 )
 from paras2s_pl.sweep.runner import (
     LOG_TAIL_LINES,
+    POLL_S,
+    PROGRESS_EVERY_S,
     SHOWN_METRICS,
+    STEP_LINE,
+    TAIL_BYTES,
+    PointProgress,
+    last_step,
     run_sweep,
 )
 
@@ -132,7 +140,13 @@ __all__ = [
     "REPEATABLE",
     "RESULTS_CSV",
     "RESULTS_JSON",
+    "POLL_S",
+    "PROGRESS_EVERY_S",
+    "PointProgress",
     "SBATCH_FILE",
+    "STEP_BAR",
+    "STEP_LINE",
+    "TAIL_BYTES",
     "SHOWN_METRICS",
     "bench_commands",
     "fit_command",
@@ -141,6 +155,7 @@ __all__ = [
     "has_logger",
     "is_policy_config",
     "is_policy_export",
+    "last_step",
     "load_results",
     "normalize_key",
     "parse_grid",
@@ -157,6 +172,7 @@ __all__ = [
     "sweep_argv",
     "sweep_cli",
     "sweep_command",
+    "wants_step_bar",
     "write_cluster_files",
     "write_results",
 ]

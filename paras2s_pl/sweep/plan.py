@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,8 @@ LOG_FILE = "log.txt"
 #: Keys the sweep sets itself for every point.
 EXPORT_KEY = "model.init_args.export_dir"
 LOG_DIR_KEY = "trainer.logger.init_args.save_dir"
+#: Appended to a point's fit: progress as ``step k/N`` lines in its log, read by the runner.
+STEP_BAR = ("--trainer.callbacks+", "paras2s_pl.callbacks.StepProgressBar")
 #: Whether the repo's stage modules train a policy (the bench needs one).
 KNOWN_STAGES = {
     "paras2s_pl.modules.sft.SFTModule": True,
@@ -78,6 +81,27 @@ def has_logger(data: Mapping[str, Any], overrides: Sequence[tuple[str, str]]) ->
     return isinstance(logger, dict) and "class_path" in logger
 
 
+def wants_step_bar(
+    data: Mapping[str, Any], overrides: Sequence[tuple[str, str]], grid_keys: Sequence[str] = ()
+) -> bool:
+    """Whether to add :data:`STEP_BAR` to the points' fits.
+
+    Not where progress bars are switched off (Lightning refuses a bar then) or a progress bar
+    is already named (a second one is refused too).
+    """
+    trainer, given = data.get("trainer") or {}, dict(overrides)
+    if {"trainer.enable_progress_bar", "trainer.callbacks"} & set(grid_keys):
+        return False  # differs per point: leave each as given
+    enabled = given.get("trainer.enable_progress_bar", trainer.get("enable_progress_bar", True))
+    if str(enabled).strip().lower() in ("false", "0", "no", "off"):
+        return False
+    callbacks = [
+        t for k, t in overrides if k == "trainer.callbacks" or k.startswith("trainer.callbacks.")
+    ]
+    named = callbacks or [json.dumps(trainer.get("callbacks"))]
+    return not any("ProgressBar" in text for text in named)
+
+
 def fit_command(
     config: str | Path,
     point: Mapping[str, Any],
@@ -85,8 +109,13 @@ def fit_command(
     overrides: Sequence[tuple[str, str]] = (),
     python: str = sys.executable,
     logger: bool = True,
+    step_bar: bool = False,
 ) -> list[str]:
-    """``python -m paras2s_pl.cli fit`` for one point: overrides, then the grid values."""
+    """``python -m paras2s_pl.cli fit`` for one point.
+
+    Overrides, the grid values, then the sweep's own options: log dir, :data:`STEP_BAR` (with
+    ``step_bar``), export dir.
+    """
     point_dir = Path(point_dir)
     cmd = [python, "-m", "paras2s_pl.cli", "fit", "--config", str(config)]
     for key, text in overrides:
@@ -95,6 +124,8 @@ def fit_command(
         cmd += [f"--{key}", format_value(value)]
     if logger:
         cmd += [f"--{LOG_DIR_KEY}", str(point_dir / "tb")]
+    if step_bar:
+        cmd += list(STEP_BAR)
     return cmd + [f"--{EXPORT_KEY}", str(point_dir / "export")]
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from paras2s_pl.sweep.plan import (
     is_policy_export,
     read_stage_config,
     shell_line,
+    wants_step_bar,
     write_cluster_files,
 )
 from paras2s_pl.sweep.results import RESULTS_CSV, read_bench_row, write_results
@@ -36,6 +38,15 @@ from paras2s_pl.sweep.results import RESULTS_CSV, read_bench_row, write_results
 LOG_TAIL_LINES = 30
 #: Metrics shown in the console line of a finished point, when it logged them.
 SHOWN_METRICS = ("train/reward", "train/kl", "train/loss", "val/loss", "val/pearson")
+#: Seconds between two reads of a running point's log, and at least between two lines on
+#: its progress.
+POLL_S = 2.0
+PROGRESS_EVERY_S = 30.0
+#: The progress line of :class:`paras2s_pl.callbacks.StepProgressBar` (its ``STEP_LINE``,
+#: not imported: that module pulls in Lightning, which the sweep itself does not need).
+STEP_LINE = re.compile(r"\bstep (\d+)/(\d+)\b")
+#: The end of a log read for the last step line.
+TAIL_BYTES = 1 << 16
 
 
 def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -48,14 +59,60 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _run_logged(cmd: Sequence[str], log: Path, env: Mapping[str, str]) -> int:
-    """Run ``cmd`` with its output appended to ``log``; return its exit status."""
+def last_step(log: Path) -> tuple[int, int] | None:
+    """The last ``step k/N`` line in (the end of) a point's log: ``(k, N)``, or None."""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    found = STEP_LINE.findall(text)
+    return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+
+class PointProgress:
+    """Prints a running point's step, read from its log: ``[1/6] P: step 10/20 (50%), 34 s``.
+
+    A line when the step moved, at most every :data:`PROGRESS_EVERY_S`.
+    """
+
+    def __init__(self, label: str, log: Path) -> None:
+        self.label, self.log = label, log
+        self.start = time.perf_counter()
+        self.shown: tuple[int, int] | None = None
+        self.at = -math.inf
+
+    def __call__(self) -> None:
+        """Read the log; print a line if the step moved and the last line is old enough."""
+        if time.monotonic() - self.at < PROGRESS_EVERY_S:
+            return
+        step = last_step(self.log)
+        if step is None or step == self.shown:
+            return
+        self.shown, self.at = step, time.monotonic()
+        (k, n), seconds = step, time.perf_counter() - self.start
+        print(f"{self.label}: step {k}/{n} ({100 * k // max(n, 1)}%), {seconds:.0f} s", flush=True)
+
+
+def _run_logged(
+    cmd: Sequence[str], log: Path, env: Mapping[str, str], on_wait: Callable[[], None] | None = None
+) -> int:
+    """Run ``cmd`` with its output appended to ``log``; return its exit status.
+
+    ``on_wait`` is called every :data:`POLL_S` while it runs.
+    """
     with log.open("a", encoding="utf-8") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
         f.flush()
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(env))
         try:
-            return proc.wait()
+            while True:
+                try:
+                    return proc.wait(timeout=POLL_S)
+                except subprocess.TimeoutExpired:
+                    if on_wait is not None:
+                        on_wait()
         except BaseException:  # Ctrl-C: stop the point too
             proc.terminate()
             proc.wait()
@@ -94,6 +151,65 @@ def _progress(i: int, n: int, record: Mapping[str, Any]) -> str:
     if _finite(bench.get("Overall")):
         text += f", bench Overall={bench['Overall']:.3f}"
     return text
+
+
+def _run_point(
+    name: str,
+    point: Mapping[str, Any],
+    point_dir: Path,
+    commands: Sequence[Sequence[str]],
+    tags: Mapping[str, Any],
+    env: Mapping[str, str],
+    force: bool,
+    label: str,
+) -> dict[str, Any]:
+    """Run one point's commands (or skip it when done) and return its record."""
+    done = point_dir / DONE_FILE
+    record: dict[str, Any] = {
+        "name": name,
+        "params": point,
+        "tags": tags,
+        "status": "ok",
+        "returncode": 0,
+        "seconds": None,
+        "run_dir": str(point_dir),
+        "export_dir": str(point_dir / "export"),
+        "log": str(point_dir / LOG_FILE),
+    }
+    if done.exists() and not force:
+        try:
+            before = json.loads(done.read_text("utf-8") or "{}")
+        except json.JSONDecodeError:  # touched by commands.sh
+            before = {}
+        record["seconds"] = before.get("seconds")
+        record["status"] = "skipped-done"
+    else:
+        # a failing rerun must not report the last run's numbers
+        for path in (done, point_dir / "export/metrics.json", point_dir / "bench/table.json"):
+            path.unlink(missing_ok=True)
+        point_dir.mkdir(parents=True, exist_ok=True)
+        (point_dir / LOG_FILE).write_text("", encoding="utf-8")
+        print(f"{label}: running (log {point_dir / LOG_FILE})", flush=True)
+        start = time.perf_counter()
+        progress = PointProgress(label, point_dir / LOG_FILE)
+        for n, cmd in enumerate(commands):
+            if n == 1 and not is_policy_export(point_dir / "export"):
+                with (point_dir / LOG_FILE).open("a", encoding="utf-8") as f:
+                    f.write("# no policy export (config.json): no bench\n")
+                break
+            if n:
+                print(f"{label}: {' '.join(cmd[3:5])}", flush=True)
+            code = _run_logged(cmd, point_dir / LOG_FILE, env, progress if n == 0 else None)
+            if code != 0:
+                record.update(status="failed", returncode=code,
+                              failed_step=" ".join(cmd[3:5]) if n else "fit",
+                              log_tail=_log_tail(point_dir / LOG_FILE))  # fmt: skip
+                break
+        record["seconds"] = round(time.perf_counter() - start, 2)
+    _collect(record, point_dir, name)
+    if record["status"] == "ok":
+        done.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    return record
 
 
 def run_sweep(
@@ -146,11 +262,12 @@ def run_sweep(
                                 "a labelled shard set such as shards/demo")  # fmt: skip
     names = point_names(points)
     logger = has_logger(data, pairs)
+    step_bar = wants_step_bar(data, pairs, list(grid))
     bench = bench_testset is not None and is_policy_config(data)
     plans = []
     for name, point in zip(names, points, strict=True):
         point_dir = out / name
-        commands = [fit_command(config, point, point_dir, pairs, python, logger)]
+        commands = [fit_command(config, point, point_dir, pairs, python, logger, step_bar)]
         if bench:
             commands += bench_commands(name, point_dir, bench_testset, bench_split, python)
         plans.append((name, point, point_dir, commands))
@@ -180,48 +297,8 @@ def run_sweep(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     print(f"sweep {Path(config).stem}: {len(plans)} point(s) -> {out}", flush=True)
     for i, (name, point, point_dir, commands) in enumerate(plans, 1):
-        done = point_dir / DONE_FILE
-        record: dict[str, Any] = {
-            "name": name,
-            "params": point,
-            "tags": tags,
-            "status": "ok",
-            "returncode": 0,
-            "seconds": None,
-            "run_dir": str(point_dir),
-            "export_dir": str(point_dir / "export"),
-            "log": str(point_dir / LOG_FILE),
-        }
-        if done.exists() and not force:
-            try:
-                before = json.loads(done.read_text("utf-8") or "{}")
-            except json.JSONDecodeError:  # touched by commands.sh
-                before = {}
-            record["seconds"] = before.get("seconds")
-            record["status"] = "skipped-done"
-        else:
-            # a failing rerun must not report the last run's numbers
-            for path in (done, point_dir / "export/metrics.json", point_dir / "bench/table.json"):
-                path.unlink(missing_ok=True)
-            point_dir.mkdir(parents=True, exist_ok=True)
-            (point_dir / LOG_FILE).write_text("", encoding="utf-8")
-            print(f"[{i}/{len(plans)}] {name}: running (log {point_dir / LOG_FILE})", flush=True)
-            start = time.perf_counter()
-            for n, cmd in enumerate(commands):
-                if n == 1 and not is_policy_export(point_dir / "export"):
-                    with (point_dir / LOG_FILE).open("a", encoding="utf-8") as f:
-                        f.write("# no policy export (config.json): no bench\n")
-                    break
-                code = _run_logged(cmd, point_dir / LOG_FILE, env)
-                if code != 0:
-                    record.update(status="failed", returncode=code,
-                                  failed_step=" ".join(cmd[3:5]) if n else "fit",
-                                  log_tail=_log_tail(point_dir / LOG_FILE))  # fmt: skip
-                    break
-            record["seconds"] = round(time.perf_counter() - start, 2)
-        _collect(record, point_dir, name)
-        if record["status"] == "ok":
-            done.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        label = f"[{i}/{len(plans)}] {name}"
+        record = _run_point(name, point, point_dir, commands, tags, env, force, label)
         results["runs"].append(record)
         write_results(out, results)
         print(_progress(i, len(plans), record), flush=True)
