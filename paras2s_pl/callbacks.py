@@ -4,8 +4,11 @@
 trains by steps (``max_epochs: -1``), where Lightning's bars count batches of an epoch:
 ``Epoch 0/-2`` and, with gradient accumulation (GRPO's micro-batches), ``8/4``. Add it to a
 fit with ``--trainer.callbacks+ paras2s_pl.callbacks.StepProgressBar`` (``paras2s demo`` and
-``paras2s sweep`` do). On a terminal it is a tqdm bar; in a pipe or a log file it prints a plain
-line every tenth of the run (:data:`STEP_LINE` is how ``paras2s sweep`` finds the step)::
+``paras2s sweep`` do), or let the CLI add it by default with :func:`default_step_bar`: not in
+the configs' callbacks, where ``--trainer.enable_progress_bar false`` would make Lightning
+refuse the whole config (it rejects a bar callback with bars off). On a terminal it is a
+tqdm bar; in a pipe or a log file it prints a plain line every tenth of the run
+(:data:`STEP_LINE` is how ``paras2s sweep`` finds the step)::
 
     step 30/300 (10%), 14 s, ~126 s left: train/loss=2.31
 """
@@ -15,10 +18,11 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 #: A progress line of :class:`StepProgressBar` (also what its tqdm bar shows): the step and
@@ -167,3 +171,17 @@ class StepProgressBar(TQDMProgressBar):
         if metrics:
             text += ": " + ", ".join(f"{k}={_text(v)}" for k, v in metrics.items())
         return text
+
+
+def default_step_bar(trainer_config: Mapping[str, Any]) -> list[Callback]:
+    """``[StepProgressBar()]`` for a trainer that shows a progress bar and names none, else ``[]``.
+
+    For LightningCLI's trainer instantiation (``trainer_config``: the trainer's arguments,
+    callbacks instantiated): Lightning refuses a bar callback with ``enable_progress_bar``
+    false, and a second bar.
+    """
+    if trainer_config.get("enable_progress_bar") is False:
+        return []
+    named = trainer_config.get("callbacks") or []
+    named = named if isinstance(named, list) else [named]
+    return [] if any(isinstance(c, ProgressBar) for c in named) else [StepProgressBar()]

@@ -9,7 +9,7 @@ import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from paras2s_pl.callbacks import STEP_LINE, StepProgressBar
+from paras2s_pl.callbacks import STEP_LINE, StepProgressBar, default_step_bar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,3 +82,15 @@ def test_the_bar_is_added_to_a_mini_config_on_the_command_line(stage):
     kinds = [type(c) for c in cli.trainer.callbacks]
     assert ModelCheckpoint in kinds and kinds.count(StepProgressBar) == 1
     assert cli.trainer.progress_bar_callback.__class__ is StepProgressBar
+
+
+def test_default_step_bar_only_where_lightning_takes_one():
+    """What a CLI default may add: none with bars off or a bar already named."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    (bar,) = default_step_bar({"callbacks": [ModelCheckpoint()]})
+    assert isinstance(bar, StepProgressBar)
+    assert len(default_step_bar({})) == len(default_step_bar({"callbacks": None})) == 1
+    assert default_step_bar({"enable_progress_bar": False}) == []
+    assert default_step_bar({"callbacks": [ModelCheckpoint(), RichProgressBar()]}) == []
+    assert default_step_bar({"callbacks": StepProgressBar()}) == []
