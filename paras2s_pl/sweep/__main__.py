@@ -2,4 +2,5 @@
 
 from paras2s_pl.sweep.command import sweep_cli
 
-sweep_cli()
+if __name__ == "__main__":  # importing it (a tool listing modules) runs nothing
+    sweep_cli()
