@@ -404,7 +404,7 @@ def test_demo_table3_topline_beats_baseline_on_every_category(demo_runs, capsys)
     ) in markdown
     assert "| – | – | – |" in markdown and "rubric stand-in for the LLM judge" in markdown
     assert built["counts"]["baseline"]["missing"] == 1
-    expect = dict(judge="rubric-v1", stand_in=True, queries=16, scored=16, missing=0,
+    expect = dict(judge="rubric-v2", stand_in=True, queries=16, scored=16, missing=0,
                   parse_failed=0, error=0)  # fmt: skip
     assert built["counts"]["topline"] == expect
     missing = [

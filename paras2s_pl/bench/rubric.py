@@ -1,15 +1,15 @@
 """The rubric judge: the guideline's five levels as transparent rules (offline stand-in).
 
 **A stand-in for the LLM judge**, marked so in every report. It reads what an LLM judge
-reads — the query's label, the response transcript and the response tone — and applies
-the guideline (paper §A.11.5) in three steps:
+reads — the query's content and label, the response transcript and the response tone —
+and applies the guideline (paper §A.11.5) in four steps:
 
 1. *Content*: which label's cue words the response carries (:data:`CUES`, in
-   :mod:`~paras2s_pl.bench.rubric_cues`). ``match`` when the query label's cues win; ``reverse`` when the winner is on the other side of
-   the label (:data:`OPPOSITE`: joy for a sad user, thanks for a sarcastic compliment, a
-   guardian redirect for an adult, items of the other gender); ``wrong`` when another
-   label of the same side wins (a fearful user answered as if sad); ``generic`` when no
-   cue is found.
+   :mod:`~paras2s_pl.bench.rubric_cues`). ``match`` when the query label's cues win;
+   ``reverse`` when the winner is on the other side of the label (:data:`OPPOSITE`: joy
+   for a sad user, thanks for a sarcastic compliment, a guardian redirect for an adult,
+   items of the other gender); ``wrong`` when another label of the same side wins (a
+   fearful user answered as if sad); ``generic`` when no cue is found.
 2. *Tone*: the first word of the caption, graded against the label (:data:`TONE_FIT`,
    :data:`TONE_REVERSE`): ``fit`` enhances, ``reverse`` is jarring (a cheerful voice to a
    sad user; an angry, sarcastic or disgusted voice to anyone), else ``plain``.
@@ -26,6 +26,16 @@ the guideline (paper §A.11.5) in three steps:
                                     taken as complaint (or the reverse)
    ========== ===== ====== ======== =================================================
 
+4. *Coherence gate* (:mod:`~paras2s_pl.bench.coherence`): a reply that says nothing is
+   capped whatever its cues and tone — at **1** when empty or near-empty (fewer than two
+   distinct content words: "", "sorry sorry sorry sorry", "Sion shks saown que"), at
+   **2** when degenerate (repeated trigrams, doubled words, one word dominating, a list
+   of cue words, an echo of the query, non-words, under six words, broken phrases,
+   fragments chained by "and", words that do not follow each other). Without it cue-word
+   spam and ASR word loops scored 4-5 and an empty reply 3, so a policy could raise its
+   reward without answering (reward hacking). The gate never fires on the 576 seed
+   reference replies, so they score as before (``tests/test_rubric.py``).
+
 Cue words are matched on normalised transcripts (lower case, no punctuation), so ASR
 output works; the lists were written from the guideline's examples and checked against
 the mini-world reference replies (``tests/test_bench.py``).
@@ -36,6 +46,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from paras2s_pl.bench.coherence import gate
 from paras2s_pl.bench.judges import Judgement, OnResult
 from paras2s_pl.bench.prompt import JudgeItem
 from paras2s_pl.bench.rubric_cues import CUES
@@ -159,8 +170,14 @@ def tone_verdict(style: str, tone: str) -> str:
     return "fit" if word in TONE_FIT[style] else "plain"
 
 
-def rubric_score(style: str, response_text: str, response_tone: str) -> tuple[int, str]:
-    """The level and a one-line reason for one response to a query labelled ``style``."""
+def rubric_score(
+    style: str, response_text: str, response_tone: str, query: str = ""
+) -> tuple[int, str]:
+    """The level and a one-line reason for one response to a query labelled ``style``.
+
+    ``query`` is the query's content (transcript); without it the gate cannot tell an
+    echo of the query from an answer, and every other check still applies.
+    """
     content = content_verdict(style, response_text)
     tone = tone_verdict(style, response_tone)
     score = LEVELS[(content, tone)]
@@ -175,13 +192,15 @@ def rubric_score(style: str, response_text: str, response_tone: str) -> tuple[in
         f"content {content} for a {style} user, tone {tone_word(response_tone)!r} "
         f"is {tone} (rubric stand-in)"
     )
+    if (capped := gate(response_text, query)) is not None and capped[0] < score:
+        score, reason = capped[0], f"{capped[1]}, so at most {capped[0]}; {reason}"
     return score, reason
 
 
 class RubricJudge:
     """Offline rule-based judge (the embedded default); a stand-in for the LLM judge."""
 
-    name = "rubric-v1"
+    name = "rubric-v2"  # v2: the coherence gate
     stand_in = True
 
     def score(self, items: Sequence[JudgeItem], on_result: OnResult | None = None
@@ -189,7 +208,9 @@ class RubricJudge:
         """Score every item by :func:`rubric_score`."""
         out = []
         for i, item in enumerate(items):
-            score, reason = rubric_score(item.style, item.response_text, item.response_tone)
+            score, reason = rubric_score(
+                item.style, item.response_text, item.response_tone, item.content
+            )
             judgement = Judgement(
                 score=score, reason=reason, raw=f"The reason is {reason}; The score is {score}."
             )
