@@ -13,7 +13,7 @@ when a hash of ``(seed, pair_id)`` falls under ``val_fraction``: all K responses
 and the query spoken in the contrasting style (same ``pair_id``), land on the same side, so
 no query leaks into the held-out Pearson r. Samples without a ``pair_id`` use their query
 key (the sample key without its ``_rNNN`` suffix). ``val_split: <name>`` uses another split
-instead.
+instead. ``paras2s test`` scores ``test_split`` (whole), else the same held-out pairs.
 
 **Batch keys**: ``features`` (the featurizer's collated dict), ``scores`` (B,) long 1..5,
 ``categories`` and ``keys`` (lists of B strings).
@@ -200,6 +200,9 @@ class PreferenceDataModule(LightningDataModule):
         shuffle_buffer: Streaming shuffle buffer, in pairs.
         seed: Seed of the held-out split and of the shuffle.
         limit: Read at most this many pairs (after the split; None = all).
+        test_split: What ``paras2s test`` scores: a split of its own (e.g. preferences
+            curated from the demo ``test`` split: held-out topics and speakers); None = the
+            validation pairs.
     """
 
     def __init__(
@@ -217,6 +220,7 @@ class PreferenceDataModule(LightningDataModule):
         shuffle_buffer: int = 1000,
         seed: int = 0,
         limit: int | None = None,
+        test_split: str | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= val_fraction < 1:
@@ -234,6 +238,8 @@ class PreferenceDataModule(LightningDataModule):
         self._featurizer: Any = None
         self.train_items: list[dict[str, Any]] = []
         self.val_items: list[dict[str, Any]] = []
+        self.test_split = test_split
+        self.test_items: list[dict[str, Any]] = []
         self.stats: dict[str, Any] = {}
 
     # ---- the featurizer comes from the model ----------------------------------------------
@@ -276,6 +282,16 @@ class PreferenceDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """In-memory: featurize the needed splits once (skips counted in ``stats``)."""
         if not self.in_memory:
+            return
+        if stage == "test":
+            self.test_items = self._read_all(*self._test_side(), "test")[: self.limit]
+            if not self.test_items:
+                split, side = self._test_side()
+                raise ValueError(
+                    f"{self.root}/{split}: no test pairs ({side or 'whole split'}; skipped "
+                    f"{self.stats['test']['skipped']}); set data.init_args.test_split to a "
+                    f"split with pairs"
+                )
             return
         sides = self._sides()
         if self.val_split is None and stage in (None, "fit", "validate"):
@@ -379,6 +395,25 @@ class PreferenceDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         """Held-out batches, in key order."""
         return self._loader("val")
+
+    def _test_side(self) -> tuple[str, str | None]:
+        """(split, side filter) of the test pairs: ``test_split`` whole, else the held-out side."""
+        return (self.test_split, None) if self.test_split is not None else self._sides()["val"]
+
+    def test_dataloader(self) -> DataLoader:
+        """``paras2s test`` batches (``test_split``, else the held-out pairs), in key order."""
+        collate = PreferenceCollate(self.featurizer)
+        if self.in_memory:
+            data = _Items(self.test_items)
+        else:
+            reader = self._reader(self._test_side()[0], rank_local=False, shuffle=False)
+            data = _Featurized(
+                reader, self.featurizer, self._test_side()[1], self.val_fraction, self.seed,
+                emit_stats=False,
+            )  # fmt: skip
+        return DataLoader(
+            data, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate
+        )
 
 
 def main() -> None:

@@ -159,6 +159,8 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
         sample_rate: Rate the shard audio is read at (Hz) before encoding.
         shuffle: Shuffle the training examples each epoch.
         seed: Seed of the shuffle.
+        test_split: What ``paras2s test`` measures, whole (``val_limit`` does not apply);
+            None = ``val_split``.
     """
 
     def __init__(
@@ -179,6 +181,7 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
         sample_rate: int = 16000,
         shuffle: bool = True,
         seed: int = 0,
+        test_split: str | None = None,
     ) -> None:
         super().__init__()
         if too_long not in ("truncate", "skip"):
@@ -201,6 +204,8 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
         self.train_examples: list[tuple[str, Example]] = []
         self.val_examples: list[tuple[str, Example]] = []
         self.val_queries: list[Turn] = []
+        self.test_split = test_split
+        self.test_examples: list[tuple[str, Example]] = []
 
     # ---- what the model needs from the data ----------------------------------------------
     def set_layout_config(self, cfg: DualStreamConfig | None) -> None:
@@ -231,6 +236,8 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
         if stage in (None, "fit", "validate"):
             self.val_examples = self._examples(self.val_split, "val", cfg, self.val_limit)
             self.val_queries = list(self._turns[self._turn_key(self.val_split, self.val_limit)])
+        if stage == "test":
+            self.test_examples = self._examples(self.test_split or self.val_split, "test", cfg)
 
     @staticmethod
     def _turn_key(split: str, limit: int | None) -> str:
@@ -384,6 +391,10 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         """Validation batches, in key order."""
         return self._loader(self.val_examples, False)
+
+    def test_dataloader(self) -> DataLoader:
+        """``paras2s test`` batches (``test_split``, else all of ``val_split``), in key order."""
+        return self._loader(self.test_examples, False)
 
     # ---- validation prompts ------------------------------------------------------------------
     def prompt_batch(self, queries: Sequence[Turn]) -> dict[str, torch.Tensor]:

@@ -4,6 +4,8 @@ Run it with a config::
 
     paras2s fit --config configs/mini/reward.yaml     # tiny tokens model, CPU, minutes
     paras2s fit --config configs/reward.yaml          # Qwen2.5-Omni thinker + LoRA, 1 GPU
+    paras2s test --config configs/mini/reward.yaml \
+        --ckpt_path runs/reward/version_0/checkpoints/last.ckpt   # held-out metrics
 
 **Model.** Any :class:`~paras2s_pl.models.reward.RewardModel` backend, injected with
 ``class_path`` (``TokensRewardModel`` or ``OmniRewardModel``); its featurizer prepares the
@@ -19,7 +21,8 @@ character against the judge's score, optional ``label_smoothing``.
 queries: the paper's "correlation with the benchmark pipeline", Fig. 2b) and
 ``val/pearson/<category>`` for each category with at least two held-out pairs, plus
 ``val/expected_std`` (spread of the predictions; 0 means a constant model). Logged to
-TensorBoard by the trainer's logger.
+TensorBoard by the trainer's logger. ``paras2s test`` (a checkpoint: ``--ckpt_path``) computes
+the same metrics as ``test/*`` on the held-out pairs, or on the DataModule's ``test_split``.
 
 **Export.** At the end of ``fit`` the model is written with ``save_pretrained`` to
 ``export_dir`` (default ``<log_dir>/reward_model``, e.g. ``runs/reward/version_0/
@@ -174,6 +177,21 @@ class RewardModule(LightningModule):
         """Pearson r; 0 (not NaN) when either side is constant, so monitors keep working."""
         value = metric.compute()
         return torch.nan_to_num(value, nan=0.0) if math.isnan(float(value)) else value
+
+    # ---- test: the validation metrics, on the test pairs --------------------------------------
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """``paras2s test``: the validation metrics on the test pairs, logged as ``test/*``."""
+        return self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        """Compute, log (``test/*``) and reset the test epoch's metrics."""
+        self.on_validation_epoch_end()
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """While testing, what the validation code logs as ``val/…`` is named ``test/…``."""
+        if name.startswith("val/") and self._trainer is not None and self.trainer.testing:
+            name = "test/" + name.removeprefix("val/")
+        super().log(name, value, *args, **kwargs)
 
     # ---- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

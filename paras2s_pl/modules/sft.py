@@ -4,6 +4,7 @@ Run it with a config (mini world on CPU, or paper scale on 8 GPUs with FSDP)::
 
     paras2s fit --config configs/mini/sft.yaml
     paras2s fit --config configs/sft.yaml
+    paras2s test --config configs/mini/sft.yaml --model.init_args.init_from runs/mini/sft_policy
 
 **Model.** :meth:`SFTModule.configure_model` builds the
 :class:`~paras2s_pl.models.dual_stream.DualStreamLM` (so FSDP can wrap it as it is made):
@@ -22,7 +23,9 @@ stream plus the audio head on the audio stream, each a masked mean (weights
 ``train/loss_audio``, ``train/acc_text``, ``train/acc_audio``, ``train/lr``; ``val/…`` the
 same per epoch. The validation loss of the untrained model (the sanity check, run over the
 whole validation set with ``num_sanity_val_steps: -1``) is logged as ``val/loss`` at step 0,
-so the curve shows where training started.
+so the curve shows where training started. ``paras2s test`` logs the same losses and
+accuracies as ``test/*`` on the whole test split (``--ckpt_path`` a checkpoint, or
+``init_from`` an export).
 
 **Validation generations.** In the first validation batch (inside ``validation_step``, so
 under FSDP the root parameters are gathered and each wrapped decoder layer gathers itself)
@@ -187,6 +190,14 @@ class SFTModule(PolicyModule):
         if self._generations and self.trainer.is_global_zero:
             self._log_generations(self._generations)
         self._generations = []
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """``paras2s test``: held-out loss and accuracy per stream, as ``test/*``."""
+        loss, stats = self._loss(batch)
+        size = batch["audio_ids"].shape[0]
+        for name in LOGGED_STATS:
+            self.log(f"test/{name}", stats[name], batch_size=size, sync_dist=True)
+        return loss
 
     # ---- generation --------------------------------------------------------------------------
     @torch.no_grad()
