@@ -1,10 +1,10 @@
 """Read a judge's answer "The reason is _; The score is _." into (score, reason).
 
-Rules (DESIGN.md "Judge I/O"): the FIRST "The score is N" decides; N must be an integer
-1..5, anything else ("7", "4.5", "five", no score at all) is ``None`` — a parse failure the
-caller retries and then counts, never drops. Case, markdown emphasis (``**``, ``_``,
-backticks), a colon and trailing punctuation are tolerated: ``**The score is 4**.``,
-``The score is: **5**``, ``the score is 3/5`` all parse.
+Rules (for the answer format ``bench/guideline.md`` asks for): the FIRST "The score is N"
+decides; N must be an integer 1..5, anything else ("7", "4.5", "five", no score at all) is
+``None`` — a parse failure the caller retries and then counts, never drops. Case, markdown
+emphasis (``**``, ``_``, backticks), a colon and trailing punctuation are tolerated: ``**The
+score is 4**.``, ``The score is: **5**``, ``the score is 3/5`` all parse.
 
 Run ``python -m paras2s_pl.bench.parse "The reason is ok; The score is 4."``.
 """

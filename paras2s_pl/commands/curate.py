@@ -21,7 +21,7 @@ def preferences(
     queries: Path = Path("shards/demo"),
     split: str = "train",
     out: Path = Path("shards/prefs"),
-    k: int = 32,
+    k: int = 8,
     judge: str = "rubric",
     judge_model: str | None = None,
     judge_base_url: str | None = None,
@@ -52,11 +52,13 @@ def preferences(
     """Sample K policy responses per labelled query, judge them, write preference shards.
 
     Args:
-        policy: The exported policy directory (SFT's ``<log_dir>/policy``).
+        policy: The exported policy directory (the SFT config's ``export_dir``:
+            ``runs/mini/sft_policy`` in the mini world).
         queries: Shard directory of labelled queries (the annotated pool).
         split: Its split; also the output split.
         out: Output directory (resumable: a rerun skips finished queries).
-        k: Responses sampled per query (the paper: 32).
+        k: Responses sampled per query: 8 suits the mini world, like the other
+            defaults (README, ``paras2s demo``); the paper samples 32 (``--k 32``).
         judge: ``rubric`` (offline stand-in), ``openai`` or ``openai_batch``.
         judge_model: The judge's model id (OpenAI judges; default gpt-4.1).
         judge_base_url: OpenAI-compatible endpoint of the judge.

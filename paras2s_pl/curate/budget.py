@@ -14,7 +14,7 @@ valid ``--exclude`` for the next cut.
     # 1. SFT gets the first 0.3 h of pairs (a subset shard set the SFT config can read)
     paras2s curate subset --pool shards/demo --split train --hours 0.3 --out shards/budget/sft
     # 2. the reward model gets the next 0.15 h: everything SFT took is excluded
-    paras2s curate preferences --policy runs/sft/version_0/policy --queries shards/demo \
+    paras2s curate preferences --policy runs/mini/sft_policy --queries shards/demo \
         --exclude shards/budget/sft/train.selection.json --hours 0.15 --out shards/budget/prefs
     # 3. train SFT on the subset: configs/mini/sft.yaml with --data.init_args.root shards/budget/sft
 

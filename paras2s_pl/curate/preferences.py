@@ -11,7 +11,7 @@ transcript and tone. Sample keys are ``<query key>_r<NNN>``.
 
 Example (mini world, offline rubric judge)::
 
-    paras2s curate preferences --policy runs/sft/version_0/policy --queries shards/demo \
+    paras2s curate preferences --policy runs/mini/sft_policy --queries shards/demo \
         --split train --k 8 --judge rubric --transcript policy --out shards/prefs
 
 **Budget** (Fig. 2b): ``--num_queries N`` / ``--hours H`` / ``--exclude FILE`` /

@@ -254,7 +254,7 @@ class DualStreamConfig(PreTrainedConfig):
 
     @classmethod
     def kimi_audio_7b(cls, **overrides) -> DualStreamConfig:
-        """Kimi-Audio-7B's architecture (DESIGN.md "Reference facts")."""
+        """Kimi-Audio-7B's architecture (the sizes and ids of its shipped ``config.json``)."""
         fields = dict(
             hidden_size=3584,
             intermediate_size=18944,

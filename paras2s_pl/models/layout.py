@@ -1,4 +1,4 @@
-"""The dual-stream layout of one spoken dialogue turn (DESIGN.md "Dual-stream layout").
+"""The dual-stream layout of one spoken dialogue turn (Kimi-Audio's; the rules below).
 
 Every position holds an audio-stream id and a text-stream id (shared id space of
 :class:`~paras2s_pl.models.dual_stream.DualStreamConfig`; codec codes enter as

@@ -2,7 +2,7 @@
 
 :func:`generate` continues left-padded prompts (:func:`paras2s_pl.models.layout.build_prompt`
 + ``collate(..., left_pad=True)``) one position per step, sampling **both** heads each step
-(Kimi-Audio's rules, DESIGN.md):
+(Kimi-Audio's rules, as its ``kimia_infer`` generation code applies them):
 
 - audio is forced to ``blank`` for the first ``cfg.audio_delay`` steps;
 - after the text head emits ``text_eos`` the text stream is latched to ``blank``;

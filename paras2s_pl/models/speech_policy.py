@@ -96,7 +96,7 @@ def load_policy(
     query_transcript: bool = False,
     dtype: str | None = None,
 ) -> Policy:
-    """Load an exported policy (``SFTModule``'s ``<log_dir>/policy``, a ``save_pretrained`` dir).
+    """Load an exported policy (a stage's ``export_dir``, e.g. ``runs/mini/sft_policy``).
 
     The tokenizer is the one saved beside the weights (else ``tokenizer``, else the mini
     world's); the codec is ``codec`` or, from ``paras2s_policy.json``, its class with
@@ -106,7 +106,8 @@ def load_policy(
     if not (path / "config.json").exists():
         raise FileNotFoundError(
             f"--policy {path}: no config.json; give the policy directory the SFT fit exports "
-            "(<log_dir>/policy) or any DualStreamLM.save_pretrained directory"
+            "(its export_dir: runs/mini/sft_policy with configs/mini/sft.yaml) or any "
+            "DualStreamLM.save_pretrained directory"
         )
     torch_dtype = getattr(torch, dtype) if dtype else None
     model = DualStreamLM.from_pretrained(str(path), dtype=torch_dtype).to(device).eval()

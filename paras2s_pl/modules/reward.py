@@ -25,8 +25,8 @@ TensorBoard by the trainer's logger. ``paras2s test`` (a checkpoint: ``--ckpt_pa
 the same metrics as ``test/*`` on the held-out pairs, or on the DataModule's ``test_split``.
 
 **Export.** At the end of ``fit`` the model is written with ``save_pretrained`` to
-``export_dir`` (default ``<log_dir>/reward_model``, e.g. ``runs/reward/version_0/
-reward_model``); GRPO loads it with
+``export_dir`` (the configs: ``runs/[mini/]reward_model``; unset: ``<log_dir>/reward_model``);
+GRPO loads it with
 :func:`paras2s_pl.models.reward.load_reward_model`. ``trainable_only_checkpoints`` keeps
 Lightning checkpoints to the trainable tensors (LoRA + score rows) instead of 7B weights.
 

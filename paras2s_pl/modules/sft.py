@@ -44,8 +44,9 @@ FSDP prefer the strategy's ``activation_checkpointing_policy`` on the decoder la
 (:data:`~paras2s_pl.models.dual_stream.DECODER_LAYER_CLASS`); use one, not both.
 
 **Export.** At the end of ``fit`` the policy is written with ``save_pretrained`` to
-``<log_dir>/policy`` (or ``export_dir``) with the tokenizer and ``paras2s_policy.json``
-(codec class and vocabulary); later stages load it with ``init_from``/``from_pretrained``.
+``export_dir`` (the configs: ``runs/[mini/]sft_policy``; unset: ``<log_dir>/policy``) with
+the tokenizer and ``paras2s_policy.json`` (codec class and vocabulary); later stages load it
+with ``init_from``/``from_pretrained``.
 """
 
 from __future__ import annotations
