@@ -10,6 +10,7 @@ noted next to it. Whisper is only checked for plumbing (tiny random model, no do
 
 from __future__ import annotations
 
+import logging
 import pickle
 
 import numpy as np
@@ -150,6 +151,19 @@ def test_domain_lm_reports_oov_and_extra_text(tmp_path):
         lm_module.mini_world_text([tmp_path / "missing.txt"])
     with pytest.raises(ValueError, match="no word"):
         lm_module.build_domain_lm(["zzqxv qqzzv"], cache_dir=tmp_path)
+
+
+def test_domain_lm_counts_oov_words_in_one_info_line_and_lists_them_at_debug(tmp_path, caplog):
+    texts = ["please water the zzqxv plants", "the qqzzv plants are thirsty"]
+    with caplog.at_level(logging.INFO, logger=lm_module.log.name):
+        lm_module.build_domain_lm(texts, cache_dir=tmp_path / "a")
+    oov_lines = [r for r in caplog.records if "left out" in r.getMessage()]
+    assert len(oov_lines) == 1 and oov_lines[0].levelno == logging.INFO
+    assert "2 word(s)" in oov_lines[0].getMessage() and "zzqxv" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger=lm_module.log.name):
+        lm_module.build_domain_lm(texts, cache_dir=tmp_path / "b")
+    assert "qqzzv zzqxv" in caplog.text
 
 
 # --------------------------------------------------------------------------- PocketSphinx

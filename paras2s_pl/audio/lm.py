@@ -3,7 +3,8 @@
 The generic PocketSphinx LM turns eSpeak NG speech into word salad; the mini world's
 sentences are known, so a trigram LM of them (plus any extra text) makes the embedded
 ASR usable. Nothing is downloaded: the pronunciations come from the ``cmudict-en-us.dict``
-shipped in the pocketsphinx wheel, and words without one are dropped (and reported).
+shipped in the pocketsphinx wheel, and words without one are dropped (counted in the log at
+info level, listed at debug level and in the LM's ``info.json``).
 
 Smoothing is interpolated absolute discounting (Ney et al. 1994), which an ARPA file
 represents exactly: for a seen n-gram ``h w``
@@ -248,9 +249,10 @@ def build_domain_lm(
             f"no word of the {len(sentences)} LM text(s) is in {dictionary}; "
             "pass English text (use_domain_lm=False to use the generic model)"
         )
-    if oov:
-        log.warning("domain LM: %d word(s) not in %s dropped: %s", len(oov), dictionary.name,
-                    ", ".join(list(oov)[:20]) + (" ..." if len(oov) > 20 else ""))  # fmt: skip
+    if oov:  # expected (names, rare words): a count, not a list, unless debugging
+        log.info("domain LM: %d word(s) without a pronunciation in %s left out (listed in "
+                 "%s/info.json)", len(oov), dictionary.name, directory)  # fmt: skip
+        log.debug("domain LM: words left out: %s", " ".join(oov))
     tables = estimate(count_ngrams((s.split() for s in sentences), vocab, order))
 
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -182,4 +182,8 @@ def export_human(
     """
     from paras2s_pl.bench.correlate import export_human_template
 
-    print(export_human_template(runs, out, per_category, seed, systems))
+    m = export_human_template(runs, out, per_category, seed, systems)
+    print(f"{m['csv']}: {m['rows']} rows ({m['queries']} queries x {m['systems']} systems), audio "
+          f"in {m['audio']}; {m['skipped_no_audio']} responses without audio left out")  # fmt: skip
+    print("each annotator fills `annotator` and `score` (1-5) in a copy of the CSV; then "
+          f"paras2s bench correlate --auto {runs} --human <their CSVs>")  # fmt: skip
