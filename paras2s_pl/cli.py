@@ -29,10 +29,12 @@ from paras2s_pl.commands.demo import demo
 from paras2s_pl.commands.parsing import ProjectParser, command_args
 from paras2s_pl.data.schema import SchemaError
 from paras2s_pl.data.seed import SeedError
+from paras2s_pl.errors import BudgetError
 
 #: Errors caused by the user's input; their messages name the file, the field and the fix.
 USER_ERRORS: tuple[type[Exception], ...] = (
     BenchError,
+    BudgetError,
     FileExistsError,
     FileNotFoundError,
     SeedError,

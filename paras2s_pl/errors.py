@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class MissingInputError(FileNotFoundError):
     """A stage's input (an earlier stage's export) is missing; the message names its command."""
+
+
+class BudgetError(ValueError):
+    """A budgeted selection of a query pool came out empty or unreadable (``paras2s curate``)."""

@@ -151,3 +151,13 @@ def test_help_points_to_the_configs(argv, capsys):
         pass
     out = capsys.readouterr().out
     assert "configs/mini/<stage>.yaml" in out and "configs/<stage>.yaml" in out
+
+
+def test_an_empty_budget_is_one_line_and_exit_2(tmp_path, capsys):
+    write_tiny_set(tmp_path / "pool", "train", n=4)  # pair ids pair-0, pair-1
+    with pytest.raises(SystemExit) as exit_:
+        main(["curate", "subset", str(tmp_path / "pool"), "--out", str(tmp_path / "out"),
+              "--exclude", "pair-0,pair-1"])  # fmt: skip
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("paras2s curate subset: error: ") and "selects no query" in err

@@ -25,6 +25,7 @@ from paras2s_pl.curate.budget import (
     selection_record,
 )
 from paras2s_pl.data.shards import manifest_path, read_manifest
+from paras2s_pl.errors import BudgetError
 
 RATE = 16000
 
@@ -154,7 +155,10 @@ def load_selection(
         how["offset"],
     )
     if not chosen:
-        raise ValueError(f"{queries}/{split}: the budget selects no query ({how})")
+        raise BudgetError(
+            f"{queries}/{split}: the budget selects no query (num_queries={how['num_queries']}, "
+            f"hours={how['hours']}, offset={how['offset']}, {len(excluded)} excluded)"
+        )
     keys = [e.key for e in chosen]
     if saved is not None and not set(saved["keys"]) <= set(keys):
         raise FileExistsError(

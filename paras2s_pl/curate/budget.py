@@ -35,6 +35,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from paras2s_pl.data.shards import ShardDataset, ShardSetWriter, read_manifest
+from paras2s_pl.errors import BudgetError
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def pool_entries(pool: str | Path, split: str, sample_rate: int = 16000) -> list
         for s in tqdm(ds, desc=f"list {split}", unit="query", leave=False)
     ]
     if not entries:
-        raise ValueError(f"{pool}/{split}: no readable queries ({ds.stats.as_dict()})")
+        raise BudgetError(f"{pool}/{split}: no readable queries ({ds.stats.as_dict()})")
     return entries
 
 
@@ -163,7 +164,7 @@ def subset(
     excluded = read_exclude(exclude)
     chosen = select_queries(pool_entries(pool, split), num_queries, hours, seed, excluded, offset)
     if not chosen:
-        raise ValueError(
+        raise BudgetError(
             f"{pool}/{split}: the budget selects no query (num_queries="
             f"{num_queries}, hours={hours}, {len(excluded)} excluded)"
         )
