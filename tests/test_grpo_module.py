@@ -1,5 +1,6 @@
 """GRPO stage: prompt schedule, rollout buffer, the module's rollout and loss, robustness,
-toy convergence, exact resume, scorers, missing checkpoints and the mini config.
+toy convergence, exact resume, scorers, missing checkpoints, the mini config and two runs of
+the stage in fresh processes giving the same weights.
 
 The loss maths is tested on its own in ``test_grpo_loss.py``. Here the policy is a small
 random dual-stream model and the prompts are sine tones (:mod:`paras2s_pl.testing`), so a
@@ -9,6 +10,10 @@ codes in the lower half of the prosody codec's 264), which needs no audio decodi
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -409,6 +414,52 @@ def test_cli_fit_mini_grpo_config(prompts_root, tmp_path):
     start = DualStreamLM.from_pretrained(policy).state_dict()
     assert all(torch.equal(v, start[k]) for k, v in cli.model.reference.state_dict().items())
     assert not all(torch.equal(v, start[k]) for k, v in cli.model.model.state_dict().items())
+
+
+def _grpo_process(prompts_root: Path, policy: Path, reward: Path, out: Path, hash_seed: int):
+    """``paras2s fit`` of the mini GRPO config in a fresh process, as ``paras2s demo`` runs it."""
+    args = [
+        sys.executable, "-m", "paras2s_pl.cli", "fit",
+        "--config", str(REPO / "configs/mini/grpo.yaml"),
+        "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", str(out / "tb"),
+        "--trainer.callbacks.init_args.dirpath", str(out / "ckpt"),
+        "--data.root", str(prompts_root), "--data.init_args.batch_size", "2",
+        "--model.init_args.init_from", str(policy),
+        "--model.init_args.scorer.init_args.path", str(reward),
+        "--model.init_args.group_size", "2", "--model.init_args.sampling.max_new_tokens", "12",
+        "--model.init_args.export_dir", str(out / "grpo_policy"),
+    ]  # fmt: skip
+    # one torch thread per stage, as the demo runs it; a different hash seed per process
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": str(hash_seed)}
+    out.mkdir(parents=True)
+    log = open(out / "fit.log", "w")  # noqa: SIM115  (closed by the caller after wait)
+    return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT), log
+
+
+@pytest.mark.integration
+def test_two_grpo_runs_in_fresh_processes_export_identical_weights(prompts_root, tmp_path):
+    # the stage exactly as a user reruns it: config (seed_everything 0, 2 encode workers),
+    # reward-model scorer on eSpeak-decoded audio, each run its own process and hash seed,
+    # both at once (so their timing differs); nothing may depend on time, pid or hash order
+    from safetensors.torch import load_file
+
+    policy, reward = _exports(tmp_path)
+    runs = [tmp_path / "run1", tmp_path / "run2"]
+    procs = [_grpo_process(prompts_root, policy, reward, out, i) for i, out in enumerate(runs)]
+    for (proc, log), out in zip(procs, runs, strict=True):
+        code = proc.wait(timeout=300)
+        log.close()
+        assert code == 0, (out / "fit.log").read_text()[-3000:]
+    first, second = (load_file(out / "grpo_policy" / "model.safetensors") for out in runs)
+    assert first.keys() == second.keys()
+    different = [name for name in first if not torch.equal(first[name], second[name])]
+    assert not different, f"{len(different)} of {len(first)} tensors differ: {different[:3]}"
+    start = load_file(policy / "model.safetensors")
+    assert not all(torch.equal(first[k], start[k]) for k in first)  # the runs did train
+    logged = [json.loads((out / "grpo_policy/metrics.json").read_text())["metrics"] for out in runs]
+    untimed = [{k: v for k, v in m.items() if "time" not in k} for m in logged]
+    assert untimed[0] == untimed[1]  # rewards, KL, lengths: the same rollouts
 
 
 def test_grpo_config_stops_with_the_command_when_checkpoints_are_missing(tmp_path, capsys):
