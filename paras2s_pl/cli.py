@@ -101,11 +101,25 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     return build(args, run)
 
 
+def _log_to_console() -> None:
+    """Show the package's INFO logs on stderr (once, however often ``main`` runs).
+
+    The handler sits on the ``paras2s_pl`` logger, not the root: Lightning brings its own
+    console handler, and a root handler as well printed each of its lines twice.
+    """
+    pkg = logging.getLogger("paras2s_pl")
+    if not pkg.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        pkg.addHandler(handler)
+    pkg.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> object:
     """Entry point of the ``paras2s`` console script."""
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _log_to_console()
     if not argv or argv[0] in ("-h", "--help"):
         print(_help())
         return None

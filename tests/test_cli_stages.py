@@ -104,3 +104,27 @@ def test_a_command_the_stage_has_no_loop_for_exits_2_in_one_line(command, config
     assert err[-1].startswith(f"paras2s {command}: error: this stage has no")
     assert stage in err[-1] and "paras2s bench respond" in err[-1]
     assert not any("MisconfigurationException" in line for line in err)
+
+
+@pytest.mark.parametrize(
+    ("extra", "bars"),
+    [
+        ([], ["StepProgressBar"]),  # the CLI's default: step k/max_steps
+        (["--trainer.enable_progress_bar", "false"], []),  # bars off: none, and no error
+        (["--trainer.callbacks+", "lightning.pytorch.callbacks.TQDMProgressBar"],
+         ["TQDMProgressBar"]),  # fmt: skip
+    ],
+)
+def test_training_shows_steps_unless_bars_are_off_or_one_is_named(tmp_path, extra, bars):
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from paras2s_pl.cli import lightning_cli
+
+    prefs, runs = tmp_path / "prefs", tmp_path / "runs"
+    write_tiny_set(prefs, "train", n=8, schema="preference")
+    args = reward_args("fit", prefs, runs)[1:]  # run=False: no subcommand
+    i = args.index("--trainer.enable_progress_bar")
+    del args[i : i + 2]  # the QUIET default is what a case sets or leaves
+    cli = lightning_cli([*args, *extra], run=False)
+    names = [type(c).__name__ for c in cli.trainer.callbacks if isinstance(c, ProgressBar)]
+    assert names == bars

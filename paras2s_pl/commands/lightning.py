@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
@@ -63,6 +63,16 @@ class UnsupportedCommandError(Exception):
 
 class StageCLI(LightningCLI):
     """LightningCLI whose validate/test/predict check the stage has that loop before running."""
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """Show training progress as ``step k/max_steps`` unless bars are off or one is named.
+
+        A default here, not in the configs: a bar in ``trainer.callbacks`` would make Lightning
+        refuse ``--trainer.enable_progress_bar false``.
+        """
+        from paras2s_pl.callbacks import default_step_bar
+
+        return super()._instantiate_trainer(config, [*callbacks, *default_step_bar(config)])
 
     def before_validate(self) -> None:
         """Refuse in one line when the stage has no validation loop."""

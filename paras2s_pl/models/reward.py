@@ -28,7 +28,7 @@ prompt/layout settings, codec) plus the backend's weights and tokenizer;
 :func:`load_reward_model` (= :meth:`RewardModel.from_pretrained`) reads any backend back.
 GRPO loads the export of ``paras2s fit --config configs/mini/reward.yaml`` this way::
 
-    rm = load_reward_model("runs/mini/reward/reward_model", device="cpu")
+    rm = load_reward_model("runs/mini/reward_model", device="cpu")
     rewards = rm.score(query_wavs, response_wavs, 16000, query_texts, response_texts)  # (B,)
 
 Run ``python -m paras2s_pl.models.reward DIR q.wav r.wav`` to score one pair.
