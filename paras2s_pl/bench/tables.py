@@ -22,6 +22,9 @@ runs/bench`` (``bench run`` does it after scoring).
   two styles were both scored: *style-aware* = both ≥ 4; *one-sided* = one ≥ 4 and the
   other ≤ 2 — the system answered both styles the same way, which suits one and fails
   the other (paper footnote 16: "5 for one response and 1 for the other").
+* **Paired comparisons** (when asked, ``--compare a:b`` / ``--against sft``): Overall(a) −
+  Overall(b) on the queries scored by both, with a 95 % bootstrap CI resampling
+  contrasting pairs within category (:mod:`paras2s_pl.bench.compare`).
 
 Systems are ordered as in the paper: ``baseline`` first, ``topline`` last, the rest by
 name in between.
@@ -38,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from paras2s_pl.bench.compare import N_RESAMPLES, Comparison, compare_runs, parse_pairs
 from paras2s_pl.data import labels
 from paras2s_pl.jsonl import read_jsonl
 
@@ -185,7 +189,9 @@ def pair_analysis(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def build_tables(runs: Sequence[SystemRun]) -> dict[str, Any]:
+def build_tables(
+    runs: Sequence[SystemRun], comparisons: Sequence[Comparison] = ()
+) -> dict[str, Any]:
     """Everything :func:`render_markdown` shows, as JSON-ready data."""
     stand_ins = sorted({r.judge.get("name") for r in runs if r.judge.get("stand_in")})
     notes = [f"{name}: {STAND_IN_NOTE}" for name in stand_ins]
@@ -202,6 +208,7 @@ def build_tables(runs: Sequence[SystemRun]) -> dict[str, Any]:
         "counts": {r.system: counts(r) for r in runs},
         "per_style": {r.system: per_style(r.rows) for r in runs},
         "pairs": {r.system: pair_analysis(r.rows) for r in runs},
+        "comparisons": [c.as_dict() for c in comparisons],
         "notes": notes,
     }
 
@@ -292,12 +299,58 @@ def render_markdown(tables: dict[str, Any]) -> str:
             ["System", "Category", "Pairs", "Style-aware", "One-sided", "Incomplete"], pair_rows
         ),
     ]
+    parts += render_comparisons(tables.get("comparisons", []))
     return "\n".join(parts) + "\n"
 
 
-def write_tables(runs_dir: str | Path, systems: Sequence[str] | None = None) -> tuple[str, dict]:
-    """Build from ``runs_dir``, write ``table.md`` and ``table.json`` there; return both."""
-    tables = build_tables(load_runs(runs_dir, systems))
+def render_comparisons(comparisons: Sequence[dict[str, Any]]) -> list[str]:
+    """The paired comparisons' section (no lines without one)."""
+    if not comparisons:
+        return []
+    first = comparisons[0]
+    rows = [
+        [
+            f"{c['a']} − {c['b']}",
+            f"{c['difference']:+.3f}",
+            f"[{c['low']:+.3f}, {c['high']:+.3f}]",
+            f"{c['se']:.3f}",
+            str(c["pairs"]),
+            str(c["dropped"]),
+            c["verdict"],
+        ]
+        for c in comparisons
+    ]
+    return [
+        "",
+        "### Paired comparisons (Overall)",
+        "",
+        f"Difference of Overall on the queries scored by both; {100 * first['confidence']:.0f} % "
+        f"percentile interval and SE of a bootstrap ({first['n_resamples']} resamples, seed "
+        f"{first['seed']}) drawing contrasting pairs with replacement within each category. "
+        "No difference: the interval holds 0.",
+        "",
+        md_table(
+            ["Comparison", "Difference", "CI", "SE", "Pairs", "Dropped queries", "Verdict"], rows
+        ),
+    ]
+
+
+def write_tables(
+    runs_dir: str | Path,
+    systems: Sequence[str] | None = None,
+    compare: str | None = None,
+    against: str | None = None,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> tuple[str, dict]:
+    """Build from ``runs_dir``, write ``table.md`` and ``table.json`` there; return both.
+
+    ``compare`` (``"a:b,c:d"``) and ``against`` (a system) ask for paired comparisons,
+    see :func:`paras2s_pl.bench.compare.parse_pairs`.
+    """
+    runs = load_runs(runs_dir, systems)
+    pairs = parse_pairs(compare, against, [r.system for r in runs])
+    tables = build_tables(runs, compare_runs(runs_dir, pairs, n_resamples, seed))
     markdown = render_markdown(tables)
     runs_dir = Path(runs_dir)
     (runs_dir / "table.md").write_text(markdown, encoding="utf-8")

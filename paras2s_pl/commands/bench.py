@@ -7,6 +7,7 @@ The walk-through is ``paras2s_pl/bench/README.md``, e.g.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 
 def respond(
@@ -21,6 +22,8 @@ def respond(
     overwrite: bool = False,
     policy: Path | None = None,
     sampling: dict | None = None,
+    query_transcript: Literal["asr", "shard"] = "asr",
+    policy_query_transcript: bool | None = None,
 ) -> None:
     """Write a system's responses for every test query: a reference system or a trained policy.
 
@@ -37,11 +40,18 @@ def respond(
             the baseline, the test set's reference replies for the topline.
         responder_options: Options of the responder, e.g. ``{"model": "gpt-4.1",
             "base_url": "http://localhost:8000/v1"}``.
-        asr: The baseline's recogniser: ``pocketsphinx`` (embedded) or ``whisper``.
+        asr: The recogniser of the baseline, and of the query transcript a policy trained
+            with one hears: ``pocketsphinx`` (embedded) or ``whisper``.
         asr_options: Options of the recogniser, e.g. ``{"model": "/ckpt/whisper"}``.
         overwrite: Replace responses already in --out.
         policy: An exported policy directory (``runs/mini/sft_policy``): its greedy answers.
         sampling: Sampling overrides of the policy (e.g. ``{"max_new_tokens": 200}``).
+        query_transcript: Where the query transcript of a policy that hears one comes from:
+            ``asr`` (--asr on the query audio: the system gets speech only) or ``shard``
+            (the test set's ``content``).
+        policy_query_transcript: Whether the policy hears the query transcript; default: as
+            its export records (``query_transcript`` in ``paras2s_policy.json``). Overriding
+            it warns.
     """
     from paras2s_pl.bench import backends
     from paras2s_pl.bench.systems import build_responses
@@ -53,8 +63,11 @@ def respond(
             raise ValueError("--system policy needs --policy DIR (an exported policy)")
         target = out or Path("runs/responses") / system
         manifest = build_policy_responses(
-            policy, testset, split, target, system, sampling, overwrite=overwrite
-        )
+            policy, testset, split, target, system, sampling, overwrite=overwrite,
+            query_transcript=query_transcript,
+            asr=backends.build("asr", asr, asr_options) if query_transcript == "asr" else None,
+            policy_query_transcript=policy_query_transcript,
+        )  # fmt: skip
         print(f"{system}: {manifest['written']} responses, {manifest['failed']} without audio "
               f"({manifest['seconds']} s) in {target}")  # fmt: skip
         return
@@ -136,16 +149,29 @@ def run(
         print(f"judge usage this run: {summary['judge']['usage']}")
 
 
-def table(runs: Path = Path("runs/bench"), systems: list[str] | None = None) -> None:
+def table(
+    runs: Path = Path("runs/bench"),
+    systems: list[str] | None = None,
+    compare: str | None = None,
+    against: str | None = None,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> None:
     """Render the bench tables of every system in a runs directory (table.md, table.json).
 
     Args:
         runs: Runs directory holding ``<system>/scores.jsonl``.
         systems: Only these systems (default: all).
+        compare: Paired comparisons ``A:B[,C:D…]``: Overall(A) − Overall(B) on the queries
+            scored by both, with a 95 % bootstrap CI by contrasting pair. A and B are systems
+            of --runs, or system directories / ``scores.jsonl`` files of any other run.
+        against: Compare every system of --runs with this one (e.g. ``sft``).
+        n_resamples: Bootstrap resamples of the comparisons.
+        seed: Seed of the bootstrap (same seed, same interval).
     """
     from paras2s_pl.bench.tables import write_tables
 
-    print(write_tables(runs, systems)[0])
+    print(write_tables(runs, systems, compare, against, n_resamples, seed)[0])
 
 
 def correlate(auto: str, human: str, out: Path | None = None) -> None:
