@@ -16,14 +16,16 @@ Stages, in order (each prints and runs its command; a user can rerun any one alo
 ``grpo``       ``paras2s fit --config configs/mini/grpo.yaml``  → ``<out>/grpo_policy``
 ``respond_*``  ``paras2s bench respond`` for base, sft, grpo, baseline, topline
 ``bench_*``    ``paras2s bench run`` of each on the bench set
-``table``      ``paras2s bench table``: Table 3 of the five systems
+``table``      ``paras2s bench table``: Table 3 of the five systems and paired CIs
 =============  ==========================================================================
 
-At the end it prints Table 3, the reward model's held-out Pearson r with the judge, the
-GRPO reward at its first and last step, and where the TensorBoard logs are
-(``tensorboard --logdir <out>/tb``). A finished stage leaves ``<out>/.stages/<name>.json``
-(its command, seconds, time) and is skipped on rerun unless ``--force``; a failed stage stops
-the run with its command, so fixing and rerunning continues from there. Each stage runs in
+At the end it prints Table 3, each system's Overall against SFT and SFT's against base
+with a paired bootstrap 95 % CI (:data:`COMPARISONS`, :mod:`paras2s_pl.bench.compare`), the
+reward model's held-out Pearson r with the judge, the GRPO reward at its first and last
+step, and where the TensorBoard logs are (``tensorboard --logdir <out>/tb``). A finished
+stage leaves ``<out>/.stages/<name>.json`` (its command, seconds, time) and is skipped on
+rerun unless ``--force``; a failed stage stops the run with its command, so fixing and
+rerunning continues from there. Each stage runs in
 its own process (``python -m paras2s_pl.cli …``), exactly as typed by hand; its whole output
 goes to ``<out>/logs/<stage>.log``. With ``--jobs 2`` (default) the stages that need no
 trained model (the untrained policy and the two reference systems: export, respond, bench;
@@ -36,8 +38,8 @@ Profiles: ``full`` (the README's main job; sizes chosen to finish in about a qua
 hour on 2 CPU cores, see :data:`PROFILES`) and ``tiny`` (a few samples and steps: the CI
 end-to-end test, about a minute). ``tiny`` builds its own few-sample shards in
 ``<out>/shards`` and ignores ``--shards``: the full demo shards (144 test queries) would
-make it the full demo's bench. ``summary.json`` in ``--out`` holds the table, Pearson r,
-rewards and stage times.
+make it the full demo's bench. ``summary.json`` in ``--out`` holds the table, the
+comparisons, Pearson r, rewards and stage times.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ log = logging.getLogger(__name__)
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mini"
 SYSTEMS = ("base", "sft", "grpo", "baseline", "topline")
+#: Paired bootstrap comparisons of Overall in the closing table and ``summary.json``: every
+#: system against SFT, and SFT against the untrained policy (``paras2s bench table --compare``).
+COMPARISONS = (("grpo", "sft"), ("baseline", "sft"), ("topline", "sft"), ("sft", "base"))
 #: Stages that need no trained model: run beside the training chain (``jobs=2``).
 SIDE_LANE = ("base", "respond_base", "bench_base", "respond_baseline", "bench_baseline",
              "respond_topline", "bench_topline")  # fmt: skip
@@ -218,7 +223,9 @@ def demo_stages(out: Path, shards: Path, profile: str = "full") -> list[Stage]:
             "bench", "run", "--testset", str(testset), "--responses", str(responses),
             "--system", system, "--out", str(out / "bench"),
         ]))  # fmt: skip
-    stages.append(Stage("table", ["bench", "table", "--runs", str(out / "bench")]))
+    compare = ",".join(f"{a}:{b}" for a, b in COMPARISONS)
+    stages.append(Stage("table", ["bench", "table", "--runs", str(out / "bench"),
+                                  "--compare", compare]))  # fmt: skip
     return stages
 
 
@@ -383,16 +390,25 @@ def run_demo(
 
 
 def summarize(out: Path) -> dict[str, Any]:
-    """Table 3, the reward model's held-out Pearson r and the GRPO rewards of a finished demo."""
+    """Table 3 with its paired CIs, the reward model's held-out r, the GRPO rewards of a demo."""
+    from paras2s_pl.bench.compare import compare_runs
     from paras2s_pl.modules.export import read_fit_metrics
 
     table = json.loads((out / "bench" / "table.json").read_text())
+    # recomputed, not read from table.json: a table stage kept from an older run has none
+    comparisons = []
+    for pair in COMPARISONS:
+        try:
+            comparisons += compare_runs(out / "bench", [pair])
+        except ValueError as err:  # nothing scored by both: say so, keep the rest
+            log.warning("demo summary: %s", err)
     reward = read_fit_metrics(out / "reward_model")
     grpo = read_fit_metrics(out / "grpo_policy")
     first, last = first_last(out / "tb" / "grpo")
     return {
         "table3": {s: table["table3"].get(s) for s in SYSTEMS},
         "counts": table.get("counts", {}),
+        "comparisons": [c.as_dict() for c in comparisons],
         # the exported (last) model's held-out r, and the best validation's
         "reward_model_pearson": reward.get("metrics", {}).get("val/pearson"),
         "reward_model_best_pearson": reward.get("best", {}).get("val/pearson"),
@@ -426,6 +442,13 @@ def first_last(tb: Path, tag: str = "train/reward") -> tuple[float | None, float
     return None, None
 
 
+def comparison_line(c: dict[str, Any]) -> str:
+    """One comparison of ``summary.json``: ``grpo − sft  +0.042 [-0.254, +0.329] …``."""
+    from paras2s_pl.bench.compare import Comparison
+
+    return Comparison(**{k: v for k, v in c.items() if k != "verdict"}).line()
+
+
 def report(summary: dict[str, Any], out: Path) -> str:
     """The closing message: the table, Pearson r, the GRPO reward, TensorBoard."""
     cols = ("Age", "Emotion", "Gender", "Sarcasm", "Overall")
@@ -438,6 +461,9 @@ def report(summary: dict[str, Any], out: Path) -> str:
         value = summary.get(key)
         return f"{value:.3f}" if value is not None else "n/a"
 
+    if summary.get("comparisons"):
+        lines += ["", "Overall, paired by query (95 % bootstrap CI over contrasting pairs):"]
+        lines += ["  " + comparison_line(c) for c in summary["comparisons"]]
     lines += [
         "",
         "Judge: the offline rubric stand-in (see paras2s_pl/bench/rubric.py).",

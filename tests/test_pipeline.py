@@ -102,6 +102,31 @@ def test_report_rounds_the_grpo_reward_first_to_last(tmp_path):
     assert "| sft | – | – | – | – | 2.954 |" in text and "2.91807" not in text
 
 
+def test_summary_and_report_carry_paired_cis_against_sft_and_sft_against_base(tmp_path, capsys):
+    """The demo's own table command (``--compare`` of :data:`pipeline.COMPARISONS`) on bench
+    results made here, then summary.json's comparisons and the closing lines from them."""
+    from bench_stubs import score_rows, write_runs
+
+    sft = score_rows("sft", {"age": [(3.0, 4.0), (2.0, 5.0)], "gender": [(1.0, 3.0)] * 3})
+    systems = {s: [{**r, "system": s, "score": r["score"] + d} for r in sft]
+               for s, d in (("base", -1.0), ("sft", 0.0), ("grpo", 0.25), ("baseline", -1.0),
+                            ("topline", 1.0))}  # fmt: skip
+    write_runs(tmp_path / "bench", systems)
+    table = demo_stages(tmp_path, tmp_path / "shards", "full")[-1]
+    main(table.args)
+    assert "| grpo − sft | +0.250 | [+0.250, +0.250] | 0.000 | 5 | 0 | higher |" in (
+        capsys.readouterr().out
+    )
+    got = pipeline.summarize(tmp_path)["comparisons"]
+    assert [(c["a"], c["b"]) for c in got] == list(pipeline.COMPARISONS)
+    assert [(c["difference"], c["low"], c["high"], c["verdict"]) for c in got] == [
+        (0.25, 0.25, 0.25, "higher"), (-1.0, -1.0, -1.0, "lower"), (1.0, 1.0, 1.0, "higher"),
+        (1.0, 1.0, 1.0, "higher")]  # fmt: skip
+    assert all(c["pairs"] == 5 and c["se"] == 0.0 and c["n_resamples"] == 10_000 for c in got)
+    text = report(json.loads(json.dumps({"table3": {}, **{"comparisons": got}})), tmp_path)
+    assert "  sft − base  +1.000 [+1.000, +1.000]  se 0.000  (5 pairs)  higher" in text
+
+
 def test_a_failing_stage_names_its_command(tmp_path, capsys):
     stage = Stage("broken", ["fit", "--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(StageError, match="paras2s fit --config .*missing.yaml"):
