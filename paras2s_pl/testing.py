@@ -87,11 +87,14 @@ SMALL_POLICY = dict(
 )
 
 
-def write_tiny_policy(path: str | Path, seed: int = 0, **config) -> Path:
+def write_tiny_policy(
+    path: str | Path, seed: int = 0, query_transcript: bool | None = None, **config
+) -> Path:
     """Export a random :data:`SMALL_POLICY` as the SFT stage does.
 
-    Writes the weights, the mini tokenizer and ``paras2s_policy.json`` (prosody codec);
-    ``config`` overrides :data:`SMALL_POLICY`.
+    Writes the weights, the mini tokenizer and ``paras2s_policy.json`` (prosody codec, and
+    ``query_transcript`` unless None: an export from before that field); ``config``
+    overrides :data:`SMALL_POLICY`.
     """
     import json
 
@@ -107,5 +110,7 @@ def write_tiny_policy(path: str | Path, seed: int = 0, **config) -> Path:
     DualStreamLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     info = {"codec": "paras2s_pl.audio.codec.ProsodyCodec", "codec_vocab_size": 264}
+    if query_transcript is not None:
+        info["query_transcript"] = query_transcript
     (path / "paras2s_policy.json").write_text(json.dumps(info))
     return path

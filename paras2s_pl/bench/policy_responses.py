@@ -8,6 +8,16 @@ write it (:mod:`paras2s_pl.bench.systems`): ``<out>/<key>.flac`` (16 kHz),
 ``<out>/manifest.json``. A response with no audio codes or an undecodable one is recorded
 with its error and no audio (the evaluation counts the query as missing). Decoding is
 greedy by default (``sampling`` overrides), so a row is reproducible.
+
+**What the policy hears.** The query audio and, when the policy was trained with it (its
+export's ``query_transcript``, :mod:`paras2s_pl.models.speech_policy`;
+``policy_query_transcript`` overrides it with a one-line warning), the query transcript
+``t_i``. A system under test is given speech only, so ``t_i`` is by default the ASR
+transcript of the query audio (``query_transcript="asr"``; the paper transcribes unlabeled
+speech with Whisper-v3, §4.3), made by the same recogniser as the baseline's; ``shard``
+gives the test set's ``content`` instead (exact, as a near-perfect ASR would be, and as the
+mini GRPO config trains with). What it heard is ``heard`` in ``responses.jsonl`` (null when
+it hears no transcript); the manifest records the setting, its source and the recogniser.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -43,6 +53,9 @@ def build_policy_responses(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    query_transcript: Literal["asr", "shard"] = "asr",
+    asr: Any = None,
+    policy_query_transcript: bool | None = None,
 ) -> dict[str, Any]:
     """Write ``policy``'s responses to every query of ``testset``/``split`` into ``out``.
 
@@ -57,12 +70,31 @@ def build_policy_responses(
         seed: Sampling seed (used only when a temperature is > 0).
         overwrite: Replace responses already in ``out``.
         progress: Show a progress bar.
+        query_transcript: Where ``t_i`` comes from for a policy that hears it: ``asr``
+            (``asr`` on the query audio) or ``shard`` (the test set's ``content``).
+        asr: The recogniser for ``asr`` (default
+            :class:`~paras2s_pl.audio.asr.PocketSphinxASR`); unused when the policy hears
+            no transcript.
+        policy_query_transcript: Override of the export's ``query_transcript`` (warns when
+            it contradicts it); for a loaded :class:`Policy`, its own setting is used.
 
     Returns:
         The manifest: counts, failures, provenance, seconds.
     """
+    if query_transcript not in ("asr", "shard"):
+        raise ValueError(f"query_transcript={query_transcript!r}; expected 'asr' or 'shard'")
     if not isinstance(policy, Policy):
-        policy = load_policy(policy, sampling={**BENCH_SAMPLING, **(sampling or {})})
+        policy = load_policy(
+            policy,
+            sampling={**BENCH_SAMPLING, **(sampling or {})},
+            query_transcript=policy_query_transcript,
+        )
+    if not policy.query_transcript or query_transcript == "shard":
+        asr = None  # nothing to recognise
+    elif asr is None:
+        from paras2s_pl.audio.asr import PocketSphinxASR
+
+        asr = PocketSphinxASR()
     out = Path(out)
     _prepare_out(out, overwrite)
     start, written, failed = time.time(), 0, 0
@@ -70,10 +102,17 @@ def build_policy_responses(
     bar = tqdm(total=ds.length, desc=f"respond {system}", unit="query", disable=not progress)
     with (out / "responses.jsonl").open("w", encoding="utf-8") as log_file:
         for sample in ds:
+            heard = None
+            if policy.query_transcript:
+                heard = (
+                    asr.transcribe([sample.user_audio], sample.sample_rate)[0]
+                    if asr is not None
+                    else sample.meta.content
+                )
             [(codes, text)] = policy.respond(
-                sample.user_audio, sample.sample_rate, 1, seed, sample.meta.content
+                sample.user_audio, sample.sample_rate, 1, seed, heard or ""
             )
-            record = {"key": sample.key, "system": system, "text": text,
+            record = {"key": sample.key, "system": system, "heard": heard, "text": text,
                       "codes": int(codes.numel()), "error": None}  # fmt: skip
             try:
                 if codes.numel() == 0:
@@ -98,6 +137,9 @@ def build_policy_responses(
         "failed": failed,
         "sampling": {k: v for k, v in vars(policy.sampling).items()},
         "codec": type(policy.codec).__name__,
+        "query_transcript": policy.query_transcript,
+        "query_transcript_source": query_transcript if policy.query_transcript else None,
+        "asr": type(asr).__name__ if asr is not None else None,
         "sample_rate": RATE,
         "seconds": round(time.time() - start, 2),
     }

@@ -154,8 +154,11 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
         too_long: A response that does not fit ``max_len``: ``truncate`` (cut; its end
             token is lost) or ``skip``; either way counted.
         val_limit: Use at most this many validation samples (None = all).
-        query_transcript: Also write the query transcript on the text stream under the
-            query audio (paper eq. 2's ``t_i``); Kimi-Audio's own layout leaves it blank.
+        query_transcript: Also write the query transcript (the demo's ``content``) on the
+            text stream under the query audio: paper eq. 2's ``t_i``, on as in the paper
+            (Kimi-Audio's own inference layout leaves it blank). A property of the trained
+            policy: the export records it and every consumer honours it
+            (:mod:`paras2s_pl.models.speech_policy`).
         sample_rate: Rate the shard audio is read at (Hz) before encoding.
         shuffle: Shuffle the training examples each epoch.
         seed: Seed of the shuffle.
@@ -177,7 +180,7 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
         max_len: int = 512,
         too_long: Literal["truncate", "skip"] = "truncate",
         val_limit: int | None = None,
-        query_transcript: bool = False,
+        query_transcript: bool = True,
         sample_rate: int = 16000,
         shuffle: bool = True,
         seed: int = 0,
@@ -252,7 +255,8 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
         items = self.lay_out(self._turns[key], cfg, self.stats[key])
         counts = self.stats[key]
         log.info(
-            "SFT %s data (%s/%s): %d read, %d kept, %d truncated (max_len=%d), skipped %s",
+            "SFT %s data (%s/%s): %d read, %d kept, %d truncated (max_len=%d), skipped %s, "
+            "%d query transcripts cut to the query's code span",
             role,
             self.root,
             split,
@@ -261,6 +265,7 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
             counts["truncated"],
             self.max_len,
             dict(counts["skipped"]) or "none",
+            counts["query_text_truncated"],
         )
         if not items:
             raise ValueError(
@@ -342,7 +347,7 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
         self, turns: Sequence[Turn], cfg: DualStreamConfig, counts: dict[str, Any]
     ) -> list[tuple[str, Example]]:
         """Dual-stream examples of ``turns``; too-long ones cut or skipped per ``too_long``."""
-        counts["truncated"] = 0
+        counts["truncated"] = counts["query_text_truncated"] = 0
         for reason in ("prompt_too_long", "too_long"):
             counts["skipped"].pop(reason, None)
         items = []
@@ -369,6 +374,7 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
                 counts["skipped"]["too_long"] += 1
                 continue
             counts["truncated"] += int(ex.truncated)
+            counts["query_text_truncated"] += int(ex.query_text_truncated)
             items.append((turn.key, ex))
         return items
 

@@ -10,11 +10,12 @@ and response codes ``c…``::
     response audio: blank×d c… audio_end blank…
              text:  t… text_eos blank…
 
-The shorter response stream is padded with ``blank``. This is Kimi-Audio's layout: its
-inference prompt leaves the text stream blank under the query audio (the transcript is not
-given). ``query_text_ids`` is an option for experiments: the transcript is written on the text
-stream from the first code position, one token per position, the rest blank; a transcript
-longer than the code span is cut (``Example.query_text_truncated``).
+The shorter response stream is padded with ``blank``. This is Kimi-Audio's layout; its own
+inference prompt leaves the text stream blank under the query audio, while the paper's policy
+hears the transcript ``t_i`` too (eq. 2): ``query_text_ids`` writes it on the text stream from
+the first code position, one token per position, the rest blank; a transcript longer than the
+code span is cut (``Example.query_text_truncated``). Whether a policy gets it is the policy's
+recorded setting (:mod:`paras2s_pl.models.speech_policy`).
 
 **Labels** (our choice: label tensors, not masks) are *unshifted*, HF style: ``labels[t]`` is
 the id at position t when it carries loss, else ``-100`` (:data:`IGNORE_INDEX`). Loss sits only

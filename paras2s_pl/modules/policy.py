@@ -9,13 +9,17 @@ subclass it. It owns
   the DataModule (``text_vocab_size``, ``codec_vocab_size``) and every config is checked
   against the data at start-up (:func:`check_data_compatibility`);
 * **exporting** it at the end of ``fit`` with ``save_pretrained`` (+ tokenizer and
-  ``paras2s_policy.json``: codec class, vocabulary, sampling, stage) to ``export_dir`` or
+  ``paras2s_policy.json``: codec class, vocabulary, sampling, stage, and whether the policy
+  hears the query transcript, ``query_transcript`` + ``query_transcript_source``, which every
+  later consumer reads: :mod:`paras2s_pl.models.speech_policy`) to ``export_dir`` or
   ``<log_dir>/policy``;
 * **gradient clipping under FSDP** (through the root's ``clip_grad_norm_``).
 
 A subclass calls ``save_hyperparameters()`` with these arguments among its own: ``preset``,
 ``model_config``, ``init_from``, ``load_dtype``, ``text_vocab_size``, ``codec_vocab_size``,
-``activation_checkpointing``, ``export``, ``export_dir``; and sets ``self.sampling``.
+``activation_checkpointing``, ``export``, ``export_dir``; and sets ``self.sampling`` and,
+before the export, ``self.policy_query_transcript`` (bool) and
+``self.query_transcript_source``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 from paras2s_pl.models.dual_stream import DualStreamConfig, DualStreamLM
 from paras2s_pl.models.sampling import SamplingConfig
+from paras2s_pl.models.speech_policy import POLICY_INFO
 from paras2s_pl.models.tokenizer import SPECIAL_TOKENS, special_ids
 from paras2s_pl.modules.export import write_fit_metrics
 from paras2s_pl.modules.optim import adamw_cosine
@@ -57,6 +62,8 @@ class PolicyModule(LightningModule):
     tokenizer = None  # from the DataModule (decoding, export)
     codec = None  # from the DataModule (decoding generated audio)
     sampling: SamplingConfig | None = None
+    policy_query_transcript: bool | None = None  # the prompt carries t_i; None = not known
+    query_transcript_source: str | None = None  # "shard" (content) or "asr"
     _policy_cfg: DualStreamConfig | None = None
 
     # ---- model -------------------------------------------------------------------------------
@@ -165,10 +172,12 @@ class PolicyModule(LightningModule):
             "codec_vocab_size": self.hparams.codec_vocab_size,
             "text_vocab_size": self.hparams.text_vocab_size,
             "sampling": asdict(self.sampling) if self.sampling is not None else None,
+            "query_transcript": self.policy_query_transcript,
+            "query_transcript_source": self.query_transcript_source,
             "stage": type(self).__name__,
             "global_step": self.global_step if self._trainer is not None else None,
         }
-        (directory / "paras2s_policy.json").write_text(json.dumps(info, indent=2))
+        (directory / POLICY_INFO).write_text(json.dumps(info, indent=2))
         write_fit_metrics(self._trainer, directory)
         log.info("exported the policy to %s", directory)
         return directory

@@ -46,7 +46,12 @@ FSDP prefer the strategy's ``activation_checkpointing_policy`` on the decoder la
 **Export.** At the end of ``fit`` the policy is written with ``save_pretrained`` to
 ``export_dir`` (the configs: ``runs/[mini/]sft_policy``; unset: ``<log_dir>/policy``) with
 the tokenizer and ``paras2s_policy.json`` (codec class and vocabulary); later stages load it
-with ``init_from``/``from_pretrained``.
+with ``init_from``/``from_pretrained``. The JSON also records ``query_transcript``: whether the
+policy hears the query transcript ``t_i`` under the query audio (paper eq. 2), which this stage
+decides through ``data.init_args.query_transcript`` (on by default; its transcripts are the
+demos' ``content``, so ``query_transcript_source: shard``) and every later consumer honours
+(:mod:`paras2s_pl.models.speech_policy`). Continuing from an export recorded the other way is
+allowed (an ablation) with a one-line warning.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ from paras2s_pl.models.sampling import (
     response_codes,
     response_text_ids,
 )
+from paras2s_pl.models.speech_policy import recorded_query_transcript
 from paras2s_pl.modules.policy import (  # noqa: F401  (check_data_compatibility: re-export)
     PolicyModule,
     check_data_compatibility,
@@ -142,6 +148,23 @@ class SFTModule(PolicyModule):
         self._policy_cfg: DualStreamConfig | None = None
         self._val_loss = MeanMetric()
         self._generations: list[dict[str, Any]] = []
+
+    def setup(self, stage: str) -> None:
+        """As :meth:`PolicyModule.setup`, and take the query-transcript setting from the data."""
+        super().setup(stage)
+        dm = self._datamodule()
+        hears = getattr(dm, "query_transcript", None) if dm is not None else None
+        if hears is None:
+            return
+        self.policy_query_transcript, self.query_transcript_source = bool(hears), "shard"
+        start = self.hparams.init_from
+        recorded = recorded_query_transcript(start) if start is not None else None
+        if recorded is not None and recorded != hears:
+            log.warning(
+                "init_from %s was trained with query_transcript=%s, this run's data has "
+                "query_transcript=%s (data.init_args.query_transcript): its prompts change",
+                start, recorded, bool(hears),
+            )  # fmt: skip
 
     # ---- steps -------------------------------------------------------------------------------
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
