@@ -36,7 +36,7 @@ def preferences(
     max_new_tokens: int = 256,
     sampling: dict | None = None,
     tokenizer: str | None = None,
-    query_transcript: bool = False,
+    policy_query_transcript: bool | None = None,
     num_queries: int | None = None,
     hours: float | None = None,
     exclude: str | None = None,
@@ -73,7 +73,8 @@ def preferences(
         max_new_tokens: Most response positions.
         sampling: More SamplingConfig fields, e.g. ``{"text_top_p": 0.95}``.
         tokenizer: Tokenizer directory when the policy directory has none.
-        query_transcript: The policy was trained with the query transcript on its text stream.
+        policy_query_transcript: Whether the policy hears the query transcript (the query's
+            ``content``); default: as its export records. Overriding it warns.
         num_queries: Budget: at most this many queries (whole contrasting pairs).
         hours: Budget: at most this many hours of query audio.
         exclude: Queries to leave out: a ``*.selection.json`` / text file, or comma-separated
@@ -105,7 +106,7 @@ def preferences(
             **(sampling or {}),
         },
         device=device,
-        query_transcript=query_transcript,
+        query_transcript=policy_query_transcript,
         dtype=dtype,
     )
     perceivers = Perceivers(

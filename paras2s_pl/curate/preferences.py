@@ -9,6 +9,13 @@ judge with the guideline. Written to ``--out`` as ``preference`` shards: query a
 response audio, the judge's ``score`` and ``reason``, the query's labels, the response
 transcript and tone. Sample keys are ``<query key>_r<NNN>``.
 
+**What the policy hears.** The query audio and, when the policy was trained with it (the
+export's ``query_transcript``; ``--policy_query_transcript`` overrides it with a one-line
+warning), the query transcript ``t_i`` on its text stream. ``t_i`` is the query's labelled
+``content``, as in the paper, where each labelled query ``(c_i, s_i, w_i)`` becomes
+``(a_i, t_i)`` (§4.2); ASR transcripts are for unlabeled speech (GRPO, the bench).
+``--transcript`` is another thing: where the *response's* transcript for the judge comes from.
+
 Example (mini world, offline rubric judge)::
 
     paras2s curate preferences --policy runs/mini/sft_policy --queries shards/demo \
@@ -302,6 +309,7 @@ def curate_preferences(
         "seed": seed,
         "sampling": asdict(policy.sampling),
         "query_transcript": policy.query_transcript,
+        "query_transcript_source": "shard" if policy.query_transcript else None,
         "judge": perceivers.judge.name,
         "judge_stand_in": bool(getattr(perceivers.judge, "stand_in", False)),
         "transcript": perceivers.transcript,
