@@ -16,9 +16,13 @@ first step of each rollout (``phase == 0``) runs, inside ``training_step``, the 
 of :class:`~paras2s_pl.modules.grpo_rollout.GRPORollout` (a mixin of this module):
 
 1. *transcripts* of the B prompts: the shard's ``content`` (``query_transcript: shard``) or
-   the ASR backend's (``asr``), cached per prompt;
+   the ASR backend's (``asr``; the paper's: Whisper-v3 on the unlabeled prompts, §4.3),
+   cached per prompt; the scorer gets them, and so does the policy when it hears ``t_i``;
 2. *rollout*: G responses per prompt from the policy (eval mode, KV cache, no grad,
-   ``sampling``), seeded by (``seed``, rollout index, rank);
+   ``sampling``), seeded by (``seed``, rollout index, rank); the prompt carries the
+   transcript under the query audio when the policy was trained with it
+   (``policy_query_transcript``, by default the ``init_from`` export's ``query_transcript``:
+   :mod:`paras2s_pl.models.speech_policy`), and the export records the same;
 3. *decode*: the text stream is detokenized; when the scorer listens, the codec turns the
    codes (+ text) into audio (a failure gives that response a NaN reward, counted);
 4. *score*: ``scorer(prompts, transcripts, responses)`` → (B·G,) rewards (frozen, no grad);
@@ -101,6 +105,7 @@ from paras2s_pl.errors import MissingInputError
 from paras2s_pl.losses.grpo import StreamTensors, dual_stream_grpo_loss, entropy_from_logits
 from paras2s_pl.models.dual_stream import DualStreamLM
 from paras2s_pl.models.sampling import GREEDY_TEMPERATURE, SamplingConfig, legal_ids_mask
+from paras2s_pl.models.speech_policy import resolve_query_transcript
 from paras2s_pl.modules.grpo_rollout import ROLLOUT_SAMPLING, SCORE_RATE, GRPORollout
 from paras2s_pl.modules.policy import PolicyModule, check_policy_args
 from paras2s_pl.rl.buffer import RolloutBuffer
@@ -141,14 +146,17 @@ class GRPOModule(GRPORollout, PolicyModule):
         sampling: :class:`~paras2s_pl.models.sampling.SamplingConfig` fields over
             :data:`ROLLOUT_SAMPLING`.
         query_transcript: Where the prompt transcript comes from: ``shard`` (``content``)
-            or ``asr``.
+            or ``asr`` (the paper's way on unlabeled speech; at paper scale, ``whisper``).
+            The mini config keeps ``shard``: the mini recogniser misses about half the words
+            of a styled query (README), where Whisper-v3 on clean TTS speech is near exact.
         asr: ASR backend name (:mod:`paras2s_pl.bench.backends`) for ``asr`` transcripts and
             ``response_transcript: asr``.
         asr_options: Its constructor arguments.
         response_transcript: The response text the scorer gets: the policy's own text stream
             (``policy``) or the ASR of the decoded audio (``asr``).
-        policy_query_transcript: Write the query transcript on the policy's text stream
-            (must match the SFT data's ``query_transcript``).
+        policy_query_transcript: Write the query transcript on the policy's text stream;
+            None = as the ``init_from`` export records (off for an export without the
+            record, or without ``init_from``). A value that contradicts the record warns.
         reference_device: Device of the reference model; None = the policy's, ``cpu`` offloads.
         lr: Peak learning rate. The paper's A.4 gives 5e-4 for RL (and 1e-6 for the reward
             model; the two look swapped against common practice: kept as published).
@@ -190,7 +198,7 @@ class GRPOModule(GRPORollout, PolicyModule):
         asr: str | None = None,
         asr_options: dict[str, Any] | None = None,
         response_transcript: Literal["policy", "asr"] = "policy",
-        policy_query_transcript: bool = False,
+        policy_query_transcript: bool | None = None,
         reference_device: str | None = None,
         lr: float = 5e-4,
         weight_decay: float = 0.0,
@@ -268,7 +276,19 @@ class GRPOModule(GRPORollout, PolicyModule):
         self.check_inputs()
         if self.hparams.init_from is not None:
             self._use_policy_tokenizer(self.hparams.init_from)
+        self._resolve_query_transcript()
         super().setup(stage)
+
+    def _resolve_query_transcript(self) -> None:
+        """Whether the prompts carry ``t_i``: the SFT export's record unless overridden."""
+        if self.policy_query_transcript is not None:
+            return
+        hp = self.hparams
+        if hp.init_from is not None:
+            hears = resolve_query_transcript(hp.init_from, hp.policy_query_transcript)
+        else:  # a random policy has no record
+            hears = bool(hp.policy_query_transcript)
+        self.policy_query_transcript, self.query_transcript_source = hears, hp.query_transcript
 
     def _use_policy_tokenizer(self, path: str) -> None:
         """An exported policy carries its tokenizer: the data must use the same one."""
@@ -282,6 +302,7 @@ class GRPOModule(GRPORollout, PolicyModule):
         """Build the policy and, with β > 0, the frozen reference (before any wrapping)."""
         if self.model is not None:
             return
+        self._resolve_query_transcript()  # direct calls skip setup
         super().configure_model()
         hp = self.hparams
         if max(hp.beta, hp.beta_audio or 0.0) > 0 and self._frozen["reference"] is None:

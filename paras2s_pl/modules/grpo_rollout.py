@@ -71,6 +71,7 @@ class GRPORollout:
     scorer: Scorer
     sampling: SamplingConfig
     _frozen: dict[str, Any]
+    policy_query_transcript: bool | None  # resolved by the module from its init_from export
     _transcripts: dict[str, str]
     _rollout_log: dict[str, float]
     _times: Counter
@@ -84,7 +85,8 @@ class GRPORollout:
         transcripts = self.prompt_transcripts(prompts)
         rows = [p for p in prompts for _ in range(group)]
         row_transcripts = [t for t in transcripts for _ in range(group)]
-        query_text = [self._encode(t) if hp.policy_query_transcript else None for t in transcripts]
+        hears = self.policy_query_transcript
+        query_text = [self._encode(t) if hears else None for t in transcripts]
         # each query laid out (and its transcript tokenized) once, then repeated G times
         prompts_ids = [
             build_prompt(p.codes, cfg, q) for p, q in zip(prompts, query_text, strict=True)
