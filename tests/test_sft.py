@@ -318,6 +318,7 @@ def test_cli_fit_mini_sft_end_to_end(demo, tmp_path):
     assert (policy / "config.json").exists() and (policy / "tokenizer.json").exists()
     info = json.loads((policy / "paras2s_policy.json").read_text())
     assert info["codec"].endswith("ProsodyCodec") and info["codec_vocab_size"] == 264
+    assert info["query_transcript"] is True  # the config's, the paper's (a_i, t_i)
     reloaded = DualStreamLM.from_pretrained(policy)
     trained = cli.model.model.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in reloaded.state_dict().items())
