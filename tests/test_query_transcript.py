@@ -163,20 +163,27 @@ def test_bench_respond_honours_the_export(tmp_path, prompts_seen, recorded):
 
 
 class FakeASR:
-    """Hears every query as the same words; counts its calls."""
+    """Hears every query as the same words; counts its calls (private: not in its cache id)."""
 
     def __init__(self, words: str = "a child says hello") -> None:
-        self.words, self.calls = words, 0
+        self.words, self._calls = words, 0
+
+    @property
+    def calls(self) -> int:
+        return self._calls
 
     def transcribe(self, wavs, sample_rate):
-        self.calls += len(wavs)
+        self._calls += len(wavs)
         return [self.words] * len(wavs)
 
 
 @pytest.mark.parametrize("recorded", [True, False])
-def test_bench_gives_a_transcript_policy_the_asr_transcript(tmp_path, prompts_seen, recorded):
+def test_bench_gives_a_transcript_policy_the_asr_transcript(
+    tmp_path, prompts_seen, monkeypatch, recorded
+):
     from paras2s_pl.bench.policy_responses import build_policy_responses
 
+    monkeypatch.setenv("PARAS2S_CACHE", str(tmp_path / "cache"))
     testset = query_set(tmp_path / "test")
     policy = write_tiny_policy(tmp_path / "sft_policy", query_transcript=recorded)
     asr = FakeASR()
@@ -187,6 +194,11 @@ def test_bench_gives_a_transcript_policy_the_asr_transcript(tmp_path, prompts_se
         assert asr.calls == 2 and manifest["query_transcript_source"] == "asr"
         for prompt in prompts_seen:
             assert_hears(heard(prompt, blank), asr.words)
+        # another system on the same queries: the transcripts come from the cache
+        build_policy_responses(policy, testset, "test", tmp_path / "out2", "grpo",
+                               {"max_new_tokens": 2}, asr=asr, progress=False)  # fmt: skip
+        assert asr.calls == 2 and len(prompts_seen) == 4
+        assert_hears(heard(prompts_seen[-1], blank), asr.words)
     else:
         assert asr.calls == 0 and manifest["asr"] is None
         assert all(heard(prompt, blank) == [] for prompt in prompts_seen)

@@ -18,6 +18,9 @@ speech with Whisper-v3, §4.3), made by the same recogniser as the baseline's; `
 gives the test set's ``content`` instead (exact, as a near-perfect ASR would be, and as the
 mini GRPO config trains with). What it heard is ``heard`` in ``responses.jsonl`` (null when
 it hears no transcript); the manifest records the setting, its source and the recogniser.
+The ASR transcripts are cached by audio hash in
+``$PARAS2S_CACHE/query_transcripts/<recogniser id>.jsonl`` (default ``~/.cache/paras2s``), so
+the systems of one test set (base, SFT, GRPO) and reruns transcribe each query once.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from paras2s_pl.audio.io import encode_audio, resample
+from paras2s_pl.bench.evaluate import audio_sha1, part_id
 from paras2s_pl.bench.systems import RATE, _prepare_out
 from paras2s_pl.data.shards import ShardDataset
 from paras2s_pl.models.speech_policy import Policy, load_policy
@@ -95,6 +99,7 @@ def build_policy_responses(
         from paras2s_pl.audio.asr import PocketSphinxASR
 
         asr = PocketSphinxASR()
+    recognised = QueryTranscripts(asr) if asr is not None else None
     out = Path(out)
     _prepare_out(out, overwrite)
     start, written, failed = time.time(), 0, 0
@@ -105,8 +110,8 @@ def build_policy_responses(
             heard = None
             if policy.query_transcript:
                 heard = (
-                    asr.transcribe([sample.user_audio], sample.sample_rate)[0]
-                    if asr is not None
+                    recognised(sample.user_audio, sample.sample_rate)
+                    if recognised is not None
                     else sample.meta.content
                 )
             [(codes, text)] = policy.respond(
@@ -148,3 +153,31 @@ def build_policy_responses(
         log.warning("respond %s: %d responses have no audio (see %s)", system, failed,
                     out / "responses.jsonl")  # fmt: skip
     return manifest
+
+
+class QueryTranscripts:
+    """``asr``'s transcripts of query audio, cached by audio hash (module docstring)."""
+
+    def __init__(self, asr: Any) -> None:
+        root = Path(os.environ.get("PARAS2S_CACHE", "~/.cache/paras2s")).expanduser()
+        self.asr, self.path = asr, root / "query_transcripts" / f"{part_id(asr)}.jsonl"
+        self.known: dict[str, str] = {}
+        if self.path.exists():
+            for line in self.path.read_text("utf-8", errors="replace").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a crash or a concurrent writer
+                    continue
+                self.known[row["audio_sha1"]] = row["transcript"]
+
+    def __call__(self, wav: np.ndarray, sample_rate: int) -> str:
+        """The transcript of ``wav`` (recognised once per recogniser and audio)."""
+        sha = audio_sha1(wav)
+        if sha not in self.known:
+            self.known[sha] = self.asr.transcribe([wav], sample_rate)[0]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            row = {"audio_sha1": sha, "transcript": self.known[sha]}
+            # one write per line, so systems answering at the same time interleave whole lines
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return self.known[sha]
