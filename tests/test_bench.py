@@ -202,7 +202,7 @@ def test_evaluate_killed_mid_judging_then_rerun_repeats_no_request(tmp_path):
         args = [str(a) for a in (root, server.url, tmp_path / "runs", TESTS)]
         proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, *args])
         try:
-            assert server.wait_for_arrivals(5 + 3, timeout=60), "evaluate subprocess stalled"
+            assert server.wait_for_arrivals(5 + 3, timeout=180), "evaluate subprocess stalled"
         finally:
             proc.kill()
             proc.wait(timeout=10)
