@@ -41,6 +41,15 @@ def _split_spec(spec: str, option: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _split_key_spec(spec: str, option: str) -> tuple[str, str, str]:
+    """``KEY=VALUE`` of a config-key option → (raw key, normalised key, value text)."""
+    raw_key, text = _split_spec(spec, option)
+    try:
+        return raw_key, normalize_key(raw_key), text
+    except ValueError as err:
+        raise ValueError(f"{option} {spec!r}: {err}") from None
+
+
 def _yaml(value: str, spec: str, option: str) -> Any:
     try:
         return yaml.safe_load(value) if value else None
@@ -61,11 +70,7 @@ def parse_grid(specs: Sequence[str]) -> list[dict[str, Any]]:
     """
     axes: dict[str, list[Any]] = {}
     for spec in specs:
-        raw_key, text = _split_spec(spec, "--grid")
-        try:
-            key = normalize_key(raw_key)
-        except ValueError as err:
-            raise ValueError(f"--grid {spec!r}: {err}") from None
+        raw_key, key, text = _split_key_spec(spec, "--grid")
         if key in axes:
             raise ValueError(f"--grid {spec!r}: {key} is already in another --grid; merge them")
         values = _yaml(text, spec, "--grid")
@@ -95,11 +100,7 @@ def parse_overrides(specs: Sequence[str] | None) -> list[tuple[str, str]]:
     """
     out: dict[str, str] = {}
     for spec in specs or ():
-        raw_key, text = _split_spec(spec, "--set")
-        try:
-            key = normalize_key(raw_key)
-        except ValueError as err:
-            raise ValueError(f"--set {spec!r}: {err}") from None
+        _, key, text = _split_key_spec(spec, "--set")
         if key in out:
             raise ValueError(f"--set {spec!r}: {key} is set twice; keep one")
         out[key] = text
