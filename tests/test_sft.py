@@ -325,3 +325,22 @@ def test_cli_fit_mini_sft_end_to_end(demo, tmp_path):
     # a Lightning checkpoint rebuilds the model without the data (sizes are in its hparams)
     restored = SFTModule.load_from_checkpoint(log_dir / "checkpoints" / "last.ckpt")
     assert torch.equal(restored.model.lm_head.weight, cli.model.model.lm_head.weight)
+
+
+def test_constant_lr_schedule_holds_the_peak_after_warmup():
+    from paras2s_pl.modules.grpo import GRPOModule
+
+    module = GRPOModule(init_from=None, text_vocab_size=512, codec_vocab_size=264,
+                        model_config=SMALL, lr=1e-3, warmup_steps=4, max_steps=20,
+                        lr_schedule="constant")  # fmt: skip
+    module.configure_model()
+    conf = module.configure_optimizers()
+    optimizer, scheduler = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[2] == pytest.approx(5e-4) and all(lr == pytest.approx(1e-3) for lr in lrs[4:])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        GRPOModule(init_from=None, lr_schedule="linear")

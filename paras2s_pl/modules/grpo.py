@@ -164,6 +164,9 @@ class GRPOModule(GRPORollout, PolicyModule):
         betas: AdamW betas.
         warmup_steps: Linear warm-up optimizer steps.
         max_steps: Cosine schedule length; None = ``trainer.max_steps``.
+        lr_schedule: ``cosine`` (decay to 0 at ``max_steps``) or ``constant`` after warm-up.
+            A short run is better served by ``constant``: cosine over 20 steps spends its last
+            quarter under 15 % of the peak (measured: the mini run barely moved).
         log_entropy: Log each stream's entropy (one extra softmax over the micro-batch).
         log_examples_every_n_rollouts: TensorBoard audio/text examples period (0 = off).
         num_log_examples: Examples each time.
@@ -205,6 +208,7 @@ class GRPOModule(GRPORollout, PolicyModule):
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 0,
         max_steps: int | None = None,
+        lr_schedule: Literal["cosine", "constant"] = "cosine",
         log_entropy: bool = True,
         log_examples_every_n_rollouts: int = 20,
         num_log_examples: int = 2,
@@ -219,6 +223,8 @@ class GRPOModule(GRPORollout, PolicyModule):
             raise ValueError(f"group_size={group_size}: GRPO needs >= 2 responses per prompt")
         if num_iterations < 1:
             raise ValueError(f"num_iterations={num_iterations} must be >= 1")
+        if lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule={lr_schedule!r}; expected 'cosine' or 'constant'")
         if streams not in ("both", "text", "audio"):
             raise ValueError(f"streams={streams!r}; expected 'both', 'text' or 'audio'")
         if "asr" in (query_transcript, response_transcript) and not asr:

@@ -135,11 +135,13 @@ class PolicyModule(LightningModule):
             self.model.gradient_checkpointing_enable({"use_reentrant": False})
 
     def configure_optimizers(self) -> dict:
-        """AdamW over the policy only + linear warm-up cosine schedule (per optimizer step)."""
+        """AdamW over the policy only + linear warm-up, then cosine decay or a constant lr
+        (``hparams.lr_schedule``, default cosine), per optimizer step."""
         hp = self.hparams
         return adamw_cosine(
             self.model.parameters(), self._trainer, hp.lr, hp.betas, hp.weight_decay,
             hp.warmup_steps, hp.max_steps, what="the policy",
+            schedule=hp.get("lr_schedule", "cosine"),
         )  # fmt: skip
 
     # ---- export ------------------------------------------------------------------------------
