@@ -359,6 +359,60 @@ def test_reward_model_scorer_is_frozen_and_scores_decoded_audio(dm, tmp_path):
     assert all(p.grad is None for p in scorer.model.parameters())
 
 
+class _RecordingRewardModel:
+    """Stands in for a loaded reward model: records each stream's duration as labelled."""
+
+    def __init__(self):
+        self.seconds: list[tuple[float, float]] = []
+
+    def score(self, query_wavs, response_wavs, sample_rate, query_texts, response_texts, **kw):
+        self.seconds += [
+            (len(q) / sample_rate, len(r) / sample_rate)
+            for q, r in zip(query_wavs, response_wavs, strict=True)
+        ]
+        return torch.full((len(query_wavs),), 3.0)
+
+
+def _tone(seconds: float, rate: int, hz: float = 220.0):
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def test_reward_model_scorer_labels_24khz_prompts_and_16khz_responses_with_their_rates(tmp_path):
+    """Prompts at 24 kHz, responses decoded at 16 kHz: each stream keeps its true duration."""
+    from types import SimpleNamespace
+
+    from paras2s_pl.audio.io import resample
+    from paras2s_pl.rl.scorers import Response
+
+    prompts = [SimpleNamespace(wav=_tone(1.5, 24000), sample_rate=24000, key="q0")] * 2
+    prompts += [SimpleNamespace(wav=_tone(0.8, 24000, 330.0), sample_rate=24000, key="q1")]
+    responses = [
+        Response("ok", [], torch.zeros(3), True, False, _tone(s, 16000, 180.0), 16000)
+        for s in (1.0, 2.0, 0.6)
+    ]
+    scorer = RewardModelScorer("unused")
+    scorer.model = _RecordingRewardModel()
+    scorer(prompts, ["a", "a", "b"], responses)
+    got = [s for pair in scorer.model.seconds for s in pair]
+    assert got == pytest.approx([1.5, 1.0, 1.5, 2.0, 0.8, 0.6], abs=1e-3)
+
+    # a real (tiny) reward model scores as if both streams had been brought to 16 kHz first
+    scorer = RewardModelScorer(str(_tiny_reward_model(tmp_path / "rm")))
+    scorer.setup(torch.device("cpu"))
+    rewards = scorer(prompts, ["a", "a", "b"], responses)
+    want = scorer.model.score(
+        [resample(p.wav, 24000, 16000) for p in prompts],
+        [r.wav for r in responses],
+        16000,
+        ["a", "a", "b"],
+        ["ok"] * 3,
+    )
+    assert torch.allclose(rewards, want)
+
+
 def test_judge_scorer_scores_labelled_prompts_and_refuses_unlabelled(prompts_root, dm):
     labelled = PromptDataModule(str(prompts_root), "train", batch_size=2)
     labelled.setup("fit")

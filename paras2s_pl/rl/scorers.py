@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from paras2s_pl.audio.io import resample
 from paras2s_pl.errors import MissingInputError
 
 log = logging.getLogger(__name__)
@@ -121,16 +122,25 @@ class RewardModelScorer(Scorer):
         self.model = model.requires_grad_(False).eval()
 
     def __call__(self, prompts, transcripts, responses) -> torch.Tensor:
-        """Expected score Σ p_k·k; a response without audio scores NaN (dropped by GRPO)."""
+        """Expected score Σ p_k·k; a response without audio scores NaN (dropped by GRPO).
+
+        The reward model takes one sample rate per pair, but the prompt audio comes at the
+        shard's rate (e.g. 24 kHz) and the responses at the codec's (16 kHz): both streams
+        are resampled to the responses' rate first, each from its own rate.
+        """
         n = len(responses)
         rewards = torch.full((n,), float("nan"))
         rows = [i for i, r in enumerate(responses) if r.wav is not None and r.wav.size]
         if not rows:
             return rewards
-        rate = prompts[0].sample_rate
+        rate = int(responses[rows[0]].sample_rate or prompts[rows[0]].sample_rate)
+        queries: dict[int, np.ndarray] = {}  # a prompt repeats G times: resample it once
+        for i in rows:
+            if id(prompts[i]) not in queries:
+                queries[id(prompts[i])] = resample(prompts[i].wav, prompts[i].sample_rate, rate)
         scores = self.model.score(
-            [prompts[i].wav for i in rows],
-            [responses[i].wav for i in rows],
+            [queries[id(prompts[i])] for i in rows],
+            [resample(responses[i].wav, responses[i].sample_rate or rate, rate) for i in rows],
             rate,
             [transcripts[i] for i in rows],
             [responses[i].text for i in rows],
