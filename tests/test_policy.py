@@ -472,8 +472,8 @@ def test_config_validation_errors(cfg):
 
 
 def test_mini_tokenizer_matches_config(tmp_path, cfg):
-    tok = build_mini_tokenizer(512, tmp_path)
-    again = build_mini_tokenizer(512, tmp_path)
+    tok = build_mini_tokenizer(512, tmp_path, kind="bpe")  # the tiny preset's default size
+    again = build_mini_tokenizer(512, tmp_path, kind="bpe")
     assert tok.name_or_path == again.name_or_path and len(tok) == 512
     assert special_ids(tok) == MINI_SPECIAL_IDS
     assert {k: getattr(cfg, k) for k in MINI_SPECIAL_IDS} == MINI_SPECIAL_IDS

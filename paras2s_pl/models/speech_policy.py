@@ -45,7 +45,7 @@ from paras2s_pl.models.sampling import (
     response_codes,
     response_text_ids,
 )
-from paras2s_pl.models.tokenizer import build_mini_tokenizer, load_tokenizer
+from paras2s_pl.models.tokenizer import load_tokenizer, mini_tokenizer_for
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,9 @@ def load_policy(
     """Load an exported policy (a stage's ``export_dir``, e.g. ``runs/mini/sft_policy``).
 
     The tokenizer is the one saved beside the weights (else ``tokenizer``, else the mini
-    world's); the codec is ``codec`` or, from ``paras2s_policy.json``, its class with
-    default arguments (else ProsodyCodec). ``query_transcript``: None = as the export records
+    world's kind with the model's text size, ``tokenizer.mini_tokenizer_for``); the codec is
+    ``codec`` or, from ``paras2s_policy.json``, its class with default arguments (else
+    ProsodyCodec). ``query_transcript``: None = as the export records
     (:func:`resolve_query_transcript`). ``dtype``: e.g. ``bfloat16`` for a 7B policy on GPU.
     """
     path = Path(path)
@@ -139,7 +140,8 @@ def load_policy(
     model = DualStreamLM.from_pretrained(str(path), dtype=torch_dtype).to(device).eval()
     if tokenizer is None and (path / "tokenizer_config.json").exists():
         tokenizer = str(path)
-    tok = load_tokenizer(tokenizer) if tokenizer else build_mini_tokenizer()
+    size = model.config.text_vocab_size
+    tok = load_tokenizer(tokenizer) if tokenizer else mini_tokenizer_for(size)
     info = read_policy_info(path)
     if codec is None:
         class_path = info.get("codec")
