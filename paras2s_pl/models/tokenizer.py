@@ -23,8 +23,8 @@ can use fixed special ids:
   punctuation. Cue words of the rubric judge that the mini world never says ("brilliant",
   "awful": 30 of its 349) are not added: no training text would teach them.
 * ``bpe``: a 512-id byte-level BPE trained on the same texts (the default until issue 13:
-  its sampled text was mostly non-words, "Sion shks saown que dind"), 2.2 times as many ids per mini-world text.
-  Every string is encodable (no unknown token).
+  its sampled text was mostly non-words, "Sion shks saown que dind"); 2.2 times as many ids
+  per mini-world text. Every string is encodable (no unknown token).
 
 Real models use the tokenizer shipped with their checkpoint (``load_tokenizer(path)`` =
 ``AutoTokenizer.from_pretrained(path)``; Kimi-Audio's is a tiktoken tokenizer loaded with
