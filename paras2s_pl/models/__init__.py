@@ -1,7 +1,8 @@
 """Models: plain ``nn.Module`` / Hugging Face classes and their loading. Never imports Lightning.
 
-- :mod:`paras2s_pl.models.tokenizer`: the mini world's text tokenizer (a small byte-level BPE
-  built and cached on disk); real models use their checkpoint's own tokenizer.
+- :mod:`paras2s_pl.models.tokenizer`: the mini world's text tokenizer (one id per mini-world
+  word, or a small byte-level BPE; built and cached on disk); real models use their
+  checkpoint's own tokenizer.
 - :mod:`paras2s_pl.models.dual_stream`: the speech-to-speech policy, a Kimi-Audio-architecture
   dual-stream decoder (:class:`DualStreamConfig`, :class:`DualStreamLM`);
   :mod:`paras2s_pl.models.kimi_checkpoint`: Kimi-Audio checkpoints into it

@@ -23,7 +23,8 @@ stream (the sampler can restrict each head to them; see :mod:`paras2s_pl.models.
 Kimi-Audio-7B: text ids [0, 152064), codes at offset 152064, vocab 168448, so 16384 code ids
 (the GLM-4-Voice tokenizer's codebook; Kimi's config also names an "audio output vocab" of
 16896, which does not fit the 168448-row table and is not a shape of any tensor).
-Mini world: the mini tokenizer's 512 ids (control tokens 0..8) then the codec's codes.
+Mini world: the mini tokenizer's ids (3,320 for the word kind, 512 for the BPE; control tokens
+0..8) then the codec's codes.
 
 **KV cache.** ``past_key_values`` is one ``transformers.DynamicCache``: layers ``0..N-1`` hold the
 trunk, ``N..N+M-1`` the MIMO branch (Kimi-Audio keeps the same content as a pair of caches).
