@@ -23,7 +23,13 @@ from paras2s_pl.audio.tts import EspeakTTS
 from paras2s_pl.bench.judges import Judgement
 from paras2s_pl.bench.rubric import RubricJudge
 from paras2s_pl.curate.budget import PoolEntry, read_exclude, select_queries, subset
-from paras2s_pl.data.preferences import PreferenceDataModule, is_heldout, query_group
+from paras2s_pl.data.preferences import (
+    BATCH_KEYS,
+    PreferenceDataModule,
+    heldout_groups,
+    is_heldout,
+    query_group,
+)
 from paras2s_pl.data.schema import PreferenceMeta
 from paras2s_pl.data.shards import ShardDataset, ShardSetWriter, read_manifest
 from paras2s_pl.losses.reward import expected_score, score_token_loss
@@ -38,6 +44,7 @@ from paras2s_pl.models.reward import (
 )
 from paras2s_pl.models.tokenizer import build_mini_tokenizer
 from paras2s_pl.modules.reward import RewardModule
+from paras2s_pl.modules.reward_report import heldout_report
 from paras2s_pl.testing import tone, write_tiny_set
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -352,7 +359,7 @@ def test_preference_data_skips_and_counts_bad_input_and_holds_out_by_pair(tmp_pa
     val_groups = {it["group"] for it in dm.val_items}
     assert train_groups and val_groups and not train_groups & val_groups
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"features", "scores", "categories", "keys"}
+    assert set(batch) == {"features", "scores", "categories", "keys", "groups", "queries"}
     assert batch["features"]["audio_ids"].shape[0] == len(batch["scores"]) == 4
     assert query_group("age-001-adult_r007", "") == "age-001-adult"
     assert is_heldout("p", 0.5, 1) == is_heldout("p", 0.5, 1)
@@ -369,6 +376,45 @@ def test_streaming_mode_yields_the_same_split(tmp_path, tokens_model):
     stream.set_featurizer(tokens_model.featurizer)
     val = next(iter(stream.val_dataloader()))
     assert sorted(val["keys"]) == [it["key"] for it in dm.val_items]
+
+
+def test_val_queries_holds_out_a_fixed_number_of_query_groups(tmp_path, tokens_model):
+    """Exactly N pair ids held out, by seed, never in training; same in streaming mode."""
+    write_tiny_set(tmp_path, "train", n=40, schema="preference")  # 20 pair ids x 2 samples
+
+    def split(**kw):
+        dm = PreferenceDataModule(str(tmp_path), batch_size=100, **kw)
+        dm.set_featurizer(tokens_model.featurizer)
+        dm.setup("fit")
+        return dm
+
+    dm = split(val_queries=6)
+    train = {it["group"] for it in dm.train_items}
+    val = {it["group"] for it in dm.val_items}
+    assert len(val) == 6 and len(train) == 14 and not train & val
+    assert dm.stats["groups"] == {"train": 14, "val": 6}
+    assert val == dm.heldout() == heldout_groups(train | val, 6, seed=0)
+    assert {it["group"] for it in split(val_queries=6).val_items} == val  # deterministic
+    assert heldout_groups(train | val, 3) < val  # a smaller N is a subset
+    assert {it["group"] for it in split(val_queries=6, seed=1).val_items} != val
+    batch = next(iter(dm.val_dataloader()))
+    assert set(batch) == set(BATCH_KEYS) and batch["groups"] == [it["group"] for it in dm.val_items]
+    assert batch["queries"] == [it["key"] for it in dm.val_items]  # no _rNNN suffix here
+    stream = PreferenceDataModule(
+        str(tmp_path), batch_size=100, val_queries=6, in_memory=False, shuffle=False
+    )
+    stream.set_featurizer(tokens_model.featurizer)
+    assert sorted(next(iter(stream.val_dataloader()))["keys"]) == [it["key"] for it in dm.val_items]
+    assert not {query_group(k, "") for k in next(iter(stream.train_dataloader()))["keys"]} & {
+        it["key"] for it in dm.val_items
+    }
+    with pytest.raises(ValueError, match="val_queries=20.*leaves 0 for training"):
+        split(val_queries=20)
+    with pytest.raises(ValueError, match="set one of them to null"):
+        PreferenceDataModule(str(tmp_path), val_queries=4, val_split="val")
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="positive integer"):
+            PreferenceDataModule(str(tmp_path), val_queries=bad)
 
 
 # ---- the LightningModule --------------------------------------------------------------------
@@ -388,6 +434,100 @@ def test_module_steps_log_finite_metrics(tmp_path, tokens_model):
     assert module.val_pearson.n_total.item() == len(dm.val_items)
     cats = {c for it in dm.val_items for c in [it["category"]]}
     assert all(module.val_pearson_by[c].n_total.item() > 0 for c in cats)
+
+
+def test_within_query_pearson_removes_what_only_the_query_mean_explains():
+    """A model that knows only each query's mean: overall r high, within-query r ~ 0."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n_queries, k = 40, 6
+    query_means = rng.normal(3.0, 1.0, n_queries)
+    target = np.repeat(query_means, k) + rng.normal(0, 0.5, n_queries * k)
+    queries = [f"q{i // k}" for i in range(n_queries * k)]
+    groups = [f"p{i // (2 * k)}" for i in range(n_queries * k)]  # two queries per pair id
+    cats = ["age" if i // k % 2 else "emotion" for i in range(n_queries * k)]
+    knows_mean = np.repeat(query_means, k) + rng.normal(0, 0.01, n_queries * k)
+    rep = heldout_report(knows_mean, target, cats, groups, queries, resamples=500, seed=0)
+    assert rep["overall"]["r"] > 0.8 and abs(rep["within"]["r"]) < 0.2
+    low, high = rep["within"]["ci95"]
+    assert low < 0 < high and rep["overall"]["ci95"][0] > 0.6
+    assert rep["groups"] == 20 and rep["queries"] == 40 and rep["pairs"] == 240
+    # a model that ranks the responses of each query: within r high too
+    ranks = target + rng.normal(0, 0.2, n_queries * k)
+    rep = heldout_report(ranks, target, cats, groups, queries, resamples=500, seed=0)
+    assert rep["within"]["r"] > 0.8 and rep["within"]["ci95"][0] > 0.6
+    assert set(rep["categories"]) == {"age", "emotion"}
+    assert rep == heldout_report(ranks, target, cats, groups, queries, resamples=500, seed=0)
+    # the point values are plain Pearson r (scipy) of the raw and of the centred values
+    from scipy.stats import pearsonr
+
+    assert rep["overall"]["r"] == pytest.approx(pearsonr(ranks, target)[0])
+    assert rep["categories"]["age"]["overall"]["r"] == pytest.approx(
+        pearsonr(ranks[np.array(cats) == "age"], target[np.array(cats) == "age"])[0]
+    )
+    centred = [v - v.reshape(n_queries, k).mean(1).repeat(k) for v in (ranks, target)]
+    assert rep["within"]["r"] == pytest.approx(pearsonr(*centred)[0])
+
+
+class _ScriptedPearson(RewardModule):
+    """val/pearson as scripted per validation (to force an earlier best); records the weights."""
+
+    def __init__(self, *args, script=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.script, self.seen = list(script), []
+
+    def _track_best(self, values):
+        if not self.trainer.sanity_checking:
+            values = {**values, "val/pearson": self.script[len(self.seen)]}
+            state = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+            self.seen.append((self.trainer.global_step, state))
+        super()._track_best(values)
+
+
+@pytest.mark.parametrize("export_best", ["val/pearson", None])
+def test_fit_exports_the_best_validation_not_the_last(tmp_path, export_best):
+    import lightning as L
+
+    write_tiny_set(tmp_path / "prefs", "train", n=40, schema="preference")
+    L.seed_everything(0)
+    module = _ScriptedPearson(
+        TokensRewardModel(config=SMALL),
+        lr=1e-2,
+        export_dir=str(tmp_path / "export"),
+        export_best=export_best,
+        bootstrap_resamples=200,
+        script=[0.3, 0.8, 0.1],
+    )
+    dm = PreferenceDataModule(str(tmp_path / "prefs"), batch_size=8, val_queries=6)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=6, val_check_interval=2, check_val_every_n_epoch=None,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=1,
+    )  # fmt: skip
+    trainer.fit(module, dm)
+    assert [step for step, _ in module.seen] == [2, 4, 6]
+    assert "val/pearson_within" in trainer.callback_metrics
+    exported = load_reward_model(tmp_path / "export").state_dict()
+    want = module.seen[1 if export_best else 2][1]
+    other = module.seen[2 if export_best else 1][1]
+    for name, value in want.items():
+        torch.testing.assert_close(exported[name], value)
+    assert any(not torch.equal(exported[n], v) for n, v in other.items())
+    metrics = json.loads((tmp_path / "export" / "metrics.json").read_text())
+    if export_best:
+        assert metrics["exported"] == {
+            "which": "best", "step": 4, "monitor": "val/pearson", "value": 0.8, "last_step": 6
+        }  # fmt: skip
+    else:
+        assert metrics["exported"]["which"] == "last" and metrics["exported"]["step"] == 6
+    held = metrics["heldout"]
+    assert held["groups"] == 6 and held["resamples"] == 200
+    assert {"overall", "within"} <= set(held) and held["overall"]["pairs"] == 12
+    assert metrics["heldout_last"]["overall"]["r"] == pytest.approx(
+        metrics["metrics"]["val/pearson"], abs=1e-4
+    )
+    assert metrics["global_step"] == 6 and "val/pearson" in metrics["metrics"]
 
 
 # ---- budgets -------------------------------------------------------------------------------

@@ -12,11 +12,17 @@ LightningModule's ``model``; without one, call :meth:`PreferenceDataModule.set_f
 when a hash of ``(seed, pair_id)`` falls under ``val_fraction``: all K responses of a query,
 and the query spoken in the contrasting style (same ``pair_id``), land on the same side, so
 no query leaks into the held-out Pearson r. Samples without a ``pair_id`` use their query
-key (the sample key without its ``_rNNN`` suffix). ``val_split: <name>`` uses another split
-instead. ``paras2s test`` scores ``test_split`` (whole), else the same held-out pairs.
+key (the sample key without its ``_rNNN`` suffix). ``val_queries: N`` holds out exactly N
+such query groups instead: the N with the smallest hash under ``seed`` (so a smaller N is a
+subset of a larger one, and a fraction's held-out groups are a prefix of the same order),
+chosen from the split's metadata (a scan of its tar headers and ``.json`` entries, no audio
+decoded), identical in every mode and on every rank. ``val_split: <name>`` uses another
+split instead. ``paras2s test`` scores ``test_split`` (whole), else the same held-out pairs.
 
 **Batch keys**: ``features`` (the featurizer's collated dict), ``scores`` (B,) long 1..5,
-``categories`` and ``keys`` (lists of B strings).
+``categories``, ``keys``, ``groups`` (the held-out unit: pair id, else query key) and
+``queries`` (the query key: the sample key without ``_rNNN``; the K responses GRPO would
+compare) as lists of B strings.
 
 **Bad input** is skipped and counted (``PreferenceDataModule.stats``, logged at setup):
 ``missing_score`` / ``bad_score`` (not an integer 1..5), ``bad_audio`` (audio that fails to
@@ -39,8 +45,10 @@ import hashlib
 import json
 import logging
 import re
+import tarfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,7 +61,7 @@ from paras2s_pl.data.shards import ShardDataset, unbatched
 
 log = logging.getLogger(__name__)
 
-BATCH_KEYS = ("features", "scores", "categories", "keys")
+BATCH_KEYS = ("features", "scores", "categories", "keys", "groups", "queries")
 RESPONSE_SUFFIX = re.compile(r"_r\d+$")
 
 
@@ -62,10 +70,50 @@ def query_group(key: str, pair_id: str) -> str:
     return pair_id or RESPONSE_SUFFIX.sub("", key)
 
 
+def query_key(key: str) -> str:
+    """The query a response answers: the sample key without its ``_rNNN`` suffix."""
+    return RESPONSE_SUFFIX.sub("", key)
+
+
+def _rank(group: str, seed: int) -> float:
+    digest = hashlib.sha1(f"{seed}:{group}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def is_heldout(group: str, fraction: float, seed: int = 0) -> bool:
     """Deterministic: does ``group`` fall in the held-out ``fraction`` under ``seed``?"""
-    digest = hashlib.sha1(f"{seed}:{group}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return _rank(group, seed) < fraction
+
+
+def heldout_groups(groups: Iterable[str], count: int, seed: int = 0) -> frozenset[str]:
+    """The ``count`` groups with the smallest seeded hash (the order :func:`is_heldout` cuts)."""
+    ranked = sorted(set(groups), key=lambda g: (_rank(g, seed), g))
+    return frozenset(ranked[:count])
+
+
+def scan_groups(urls: Iterable[str]) -> set[str]:
+    """Query groups named by the ``.json`` entries of preference tars; no audio is decoded.
+
+    Unreadable shards or metadata are left out here (the reader counts them when it reads).
+    """
+    groups: set[str] = set()
+    for url in urls:
+        try:
+            with tarfile.open(url) as tar:
+                for member in tar:
+                    name = Path(member.name).name
+                    if not member.isfile() or not name.endswith(".json"):
+                        continue
+                    key = str(Path(member.name).parent / name.split(".", 1)[0]).lstrip("./")
+                    try:
+                        meta = json.loads(tar.extractfile(member).read())
+                    except ValueError:
+                        continue
+                    pair_id = meta.get("pair_id") if isinstance(meta, dict) else None
+                    groups.add(query_group(key, pair_id or ""))
+        except (OSError, tarfile.TarError) as err:
+            log.warning("scan of %s for query groups failed: %r", url, err)
+    return groups
 
 
 class PreferenceReader(ShardDataset):
@@ -101,7 +149,8 @@ class _Featurized(IterableDataset):
 
     With ``emit_stats`` each worker ends with one ``("stats", reader_stats, errors)`` tuple
     (``errors`` = featurize failures), so the skip counts reach the main process.
-    ``side``: keep only ``"train"`` or ``"val"`` pairs (held-out hash), or ``None`` = all.
+    ``side``: keep only ``"train"`` or ``"val"`` pairs, or ``None`` = all. Held out: the
+    groups in ``heldout`` when given (``val_queries``), else the hash under ``fraction``.
     """
 
     def __init__(
@@ -112,17 +161,25 @@ class _Featurized(IterableDataset):
         fraction: float,
         seed: int,
         emit_stats: bool = True,
+        heldout: frozenset[str] | None = None,
     ) -> None:
         super().__init__()
         self.reader, self.featurizer, self.side = reader, featurizer, side
         self.fraction, self.seed, self.emit_stats = fraction, seed, emit_stats
+        self.heldout = heldout
+
+    def is_heldout(self, group: str) -> bool:
+        """Whether ``group`` is on the validation side."""
+        if self.heldout is not None:
+            return group in self.heldout
+        return is_heldout(group, self.fraction, self.seed)
 
     def items(self) -> Iterator[tuple]:
         errors: Counter = Counter()
         for s in self.reader:
             meta = s.meta
             group = query_group(s.key, meta.pair_id)
-            held = is_heldout(group, self.fraction, self.seed)
+            held = self.is_heldout(group)
             if self.side is not None and held != (self.side == "val"):
                 continue
             try:
@@ -140,6 +197,7 @@ class _Featurized(IterableDataset):
                     "category": meta.category,
                     "score": meta.score,
                     "group": group,
+                    "query": query_key(s.key),
                     "held_out": held,
                     "features": feats,
                 },
@@ -167,7 +225,7 @@ class _Items(Dataset):
 
 
 class PreferenceCollate:
-    """Featurizer collate + ``scores``, ``categories``, ``keys`` (picklable)."""
+    """Featurizer collate + ``scores``, ``categories``, ``keys``, ``groups``, ``queries``."""
 
     def __init__(self, featurizer: Any):
         self.featurizer = featurizer
@@ -179,6 +237,8 @@ class PreferenceCollate:
             "scores": torch.tensor([it["score"] for it in items], dtype=torch.long),
             "categories": [it["category"] for it in items],
             "keys": [it["key"] for it in items],
+            "groups": [it["group"] for it in items],
+            "queries": [it.get("query") or query_key(it["key"]) for it in items],
         }
 
 
@@ -188,9 +248,13 @@ class PreferenceDataModule(LightningDataModule):
     Args:
         root: Shard directory holding ``<split>.manifest.json`` (schema ``preference``).
         split: The split to read.
-        val_split: A separate validation split; None = hold out ``val_fraction`` of the
-            queries of ``split`` (by pair id).
-        val_fraction: Fraction of pair ids held out when ``val_split`` is None.
+        val_split: A separate validation split; None = hold out ``val_queries`` query groups
+            (or ``val_fraction`` of them) of ``split`` (by pair id).
+        val_fraction: Fraction of pair ids held out when ``val_split`` and ``val_queries``
+            are None.
+        val_queries: Hold out exactly this many query groups (pair ids) of ``split``, chosen
+            by ``seed``; replaces ``val_fraction``. A held-out r over a handful of queries
+            is mostly noise: hold out dozens (the demo: 48).
         batch_size: Pairs per batch per device (the paper: 10).
         num_workers: DataLoader workers for batches (streaming: they also featurize).
         encode_workers: Processes that read and featurize in :meth:`setup` (in-memory).
@@ -221,10 +285,23 @@ class PreferenceDataModule(LightningDataModule):
         seed: int = 0,
         limit: int | None = None,
         test_split: str | None = None,
+        val_queries: int | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+        if val_queries is not None:
+            if isinstance(val_queries, bool) or not isinstance(val_queries, int) or val_queries < 1:
+                raise ValueError(
+                    f"data.init_args.val_queries={val_queries!r}: expected a positive integer "
+                    "(query groups to hold out) or null (hold out val_fraction of them)"
+                )
+            if val_split is not None:
+                raise ValueError(
+                    f"data.init_args.val_queries={val_queries} and val_split={val_split!r} both "
+                    "set: val_queries holds out query groups of `split`, val_split validates on "
+                    "another split; set one of them to null"
+                )
         self.save_hyperparameters()
         self.root, self.split, self.val_split = root, split, val_split
         self.val_fraction, self.seed, self.limit = val_fraction, seed, limit
@@ -241,6 +318,8 @@ class PreferenceDataModule(LightningDataModule):
         self.test_split = test_split
         self.test_items: list[dict[str, Any]] = []
         self.stats: dict[str, Any] = {}
+        self.val_queries = val_queries
+        self._heldout: frozenset[str] | None = None
 
     # ---- the featurizer comes from the model ----------------------------------------------
     def set_featurizer(self, featurizer: Any) -> None:
@@ -272,6 +351,27 @@ class PreferenceDataModule(LightningDataModule):
             seed=self.seed,
             repeat=repeat,
         )
+
+    def heldout(self) -> frozenset[str] | None:
+        """The held-out query groups with ``val_queries`` (computed once), else None."""
+        if self.val_queries is None or self.val_split is not None:
+            return None
+        if self._heldout is None:
+            reader = self._reader(self.split, rank_local=True, shuffle=False)
+            groups = scan_groups(reader.urls)
+            if len(groups) <= self.val_queries:
+                raise ValueError(
+                    f"{self.root}/{self.split}: {len(groups)} query groups (pair ids) but "
+                    f"data.init_args.val_queries={self.val_queries}, which leaves "
+                    f"{max(len(groups) - self.val_queries, 0)} for training; lower val_queries "
+                    "or curate more queries (paras2s curate preferences --num_queries)"
+                )
+            self._heldout = heldout_groups(groups, self.val_queries, self.seed)
+            log.info(
+                "held out %d of %d query groups of %s/%s (val_queries, seed %d)",
+                len(self._heldout), len(groups), self.root, self.split, self.seed,
+            )  # fmt: skip
+        return self._heldout
 
     def _sides(self) -> dict[str, tuple[str, str | None]]:
         """Role → (split, side filter)."""
@@ -312,7 +412,10 @@ class PreferenceDataModule(LightningDataModule):
 
     def _read_all(self, split: str, side: str | None, name: str) -> list[dict[str, Any]]:
         reader = self._reader(split, rank_local=True, shuffle=False)
-        data = _Featurized(reader, self.featurizer, side, self.val_fraction, self.seed)
+        heldout = self.heldout() if split == self.split else None
+        data = _Featurized(
+            reader, self.featurizer, side, self.val_fraction, self.seed, heldout=heldout
+        )
         loader = DataLoader(
             data, batch_size=None, num_workers=self.encode_workers, collate_fn=unbatched
         )
@@ -352,11 +455,13 @@ class PreferenceDataModule(LightningDataModule):
         if stage in (None, "fit", "validate") and not self.val_items:
             raise ValueError(
                 f"{self.root}: no held-out pairs (val_fraction={self.val_fraction}, "
-                f"{len(self.train_items)} training pairs); raise val_fraction or set val_split"
+                f"val_queries={self.val_queries}, {len(self.train_items)} training pairs); "
+                "raise val_fraction, set val_queries or set val_split"
             )
         leaks = groups["train"] & groups["val"]
-        if leaks and self.val_split is None:  # cannot happen with the pair-id hash
+        if leaks and self.val_split is None:  # cannot happen: the split is by group
             raise AssertionError(f"queries in both train and val: {sorted(leaks)[:5]}")
+        self.stats["groups"] = {role: len(g) for role, g in groups.items()}
         counts = {
             r: Counter(it["category"] for it in items)
             for r, items in (("train", self.train_items), ("val", self.val_items))
@@ -381,8 +486,9 @@ class PreferenceDataModule(LightningDataModule):
         split, side = self._sides()[role]
         train = role == "train"
         reader = self._reader(split, rank_local=False, shuffle=self.shuffle and train, repeat=train)
+        heldout = self.heldout() if split == self.split else None
         data = _Featurized(
-            reader, self.featurizer, side, self.val_fraction, self.seed, emit_stats=False
+            reader, self.featurizer, side, self.val_fraction, self.seed, False, heldout
         )
         return DataLoader(
             data, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate
@@ -407,10 +513,11 @@ class PreferenceDataModule(LightningDataModule):
             data = _Items(self.test_items)
         else:
             reader = self._reader(self._test_side()[0], rank_local=False, shuffle=False)
+            split, side = self._test_side()
+            heldout = self.heldout() if split == self.split else None
             data = _Featurized(
-                reader, self.featurizer, self._test_side()[1], self.val_fraction, self.seed,
-                emit_stats=False,
-            )  # fmt: skip
+                reader, self.featurizer, side, self.val_fraction, self.seed, False, heldout
+            )
         return DataLoader(
             data, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate
         )

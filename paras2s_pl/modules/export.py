@@ -12,11 +12,14 @@ import torch
 METRICS_FILE = "metrics.json"
 
 
-def write_fit_metrics(trainer: Any, directory: str | Path) -> Path | None:
+def write_fit_metrics(
+    trainer: Any, directory: str | Path, extra: dict[str, Any] | None = None
+) -> Path | None:
     """Write ``<directory>/metrics.json``: the last logged metrics and the best checkpoint's.
 
     ``{"global_step": …, "metrics": {name: value}, "best": {monitor: score} | {}}``; only
-    finite scalars are kept. Returns the path (None without a trainer).
+    finite scalars are kept. ``extra``: more top-level fields (JSON-serialisable; e.g. the
+    reward model's ``exported`` and ``heldout``). Returns the path (None without a trainer).
     """
     if trainer is None:
         return None
@@ -33,6 +36,7 @@ def write_fit_metrics(trainer: Any, directory: str | Path) -> Path | None:
     path = Path(directory) / METRICS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"global_step": int(trainer.global_step), "metrics": last, "best": best}
+    record.update(extra or {})
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path
 

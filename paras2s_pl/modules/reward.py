@@ -19,16 +19,26 @@ character against the judge's score, optional ``label_smoothing``.
 ``val/accuracy`` (argmax == judge score), ``val/mae`` (|expected score − judge score|),
 ``val/pearson`` (Pearson r of the expected score with the judge's score on the held-out
 queries: the paper's "correlation with the benchmark pipeline", Fig. 2b) and
-``val/pearson/<category>`` for each category with at least two held-out pairs, plus
-``val/expected_std`` (spread of the predictions; 0 means a constant model). Logged to
-TensorBoard by the trainer's logger. ``paras2s test`` (a checkpoint: ``--ckpt_path``) computes
+``val/pearson/<category>`` for each category with at least two held-out pairs,
+``val/pearson_within`` (and ``val/pearson_within/<category>``: r after subtracting each
+query's mean prediction and mean judge score, the part of the signal GRPO's group advantage
+can use; :mod:`paras2s_pl.modules.reward_report`), plus ``val/expected_std`` (spread of the
+predictions; 0 means a constant model). Logged to TensorBoard by the trainer's logger. Each
+validation also builds a report with bootstrap 95 % CIs over query groups
+(``bootstrap_resamples`` draws, seeded) for overall, per-category and within-query r:
+:attr:`RewardModule.heldout_report`. ``paras2s test`` (a checkpoint: ``--ckpt_path``) computes
 the same metrics as ``test/*`` on the held-out pairs, or on the DataModule's ``test_split``.
 
 **Export.** At the end of ``fit`` the model is written with ``save_pretrained`` to
 ``export_dir`` (the configs: ``runs/[mini/]reward_model``; unset: ``<log_dir>/reward_model``);
-GRPO loads it with
-:func:`paras2s_pl.models.reward.load_reward_model`. ``trainable_only_checkpoints`` keeps
-Lightning checkpoints to the trainable tensors (LoRA + score rows) instead of 7B weights.
+GRPO loads it with :func:`paras2s_pl.models.reward.load_reward_model`. With ``export_best``
+(default ``val/pearson``) the exported weights are those of the validation where that metric
+was highest (an in-memory CPU copy of the *trainable* tensors, taken at each improvement:
+the whole tiny model, only the LoRA adapters and score rows of Omni), not the last ones;
+``metrics.json`` beside the export records ``exported`` (step, metric, value) and
+``heldout`` (that validation's report with CIs; ``heldout_last``: the last validation's).
+``trainable_only_checkpoints`` keeps Lightning checkpoints to the trainable tensors (LoRA +
+score rows) instead of 7B weights.
 
 **Measured** (2 shared CPU cores, ``OMP_NUM_THREADS=1``):
 
@@ -53,15 +63,18 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MeanAbsoluteError, PearsonCorrCoef
 from torchmetrics.classification import MulticlassAccuracy
 
 from paras2s_pl.data import labels
+from paras2s_pl.data.preferences import query_key
 from paras2s_pl.losses.reward import argmax_score, expected_score, score_token_loss
 from paras2s_pl.models.reward import RewardModel
 from paras2s_pl.modules.export import write_fit_metrics
 from paras2s_pl.modules.optim import adamw_cosine
+from paras2s_pl.modules.reward_report import heldout_report
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +94,10 @@ class RewardModule(LightningModule):
         export_dir: Where; None = ``<log_dir>/reward_model``.
         trainable_only_checkpoints: Checkpoints hold only trainable tensors (LoRA runs).
         categories: Categories that get a ``val/pearson/<category>`` metric.
+        export_best: Export the weights of the validation where this metric (higher is
+            better: ``val/pearson`` or ``val/pearson_within``) was highest; None = the last.
+        bootstrap_resamples: Bootstrap draws of the held-out CIs (0 = no CIs).
+        bootstrap_seed: Seed of those draws.
     """
 
     def __init__(
@@ -96,8 +113,18 @@ class RewardModule(LightningModule):
         export_dir: str | None = None,
         trainable_only_checkpoints: bool = False,
         categories: list[str] | None = None,
+        export_best: str | None = "val/pearson",
+        bootstrap_resamples: int = 1000,
+        bootstrap_seed: int = 0,
     ) -> None:
         super().__init__()
+        if export_best is not None and not export_best.startswith("val/pearson"):
+            raise ValueError(
+                f"model.init_args.export_best={export_best!r}: expected val/pearson, "
+                "val/pearson_within (or one of their /<category> forms) or null (the last weights)"
+            )
+        if bootstrap_resamples < 0:
+            raise ValueError(f"bootstrap_resamples={bootstrap_resamples} must be >= 0")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.categories = list(categories or labels.CATEGORIES)
@@ -106,6 +133,10 @@ class RewardModule(LightningModule):
         self.val_pearson = PearsonCorrCoef()
         self.val_pearson_by = nn.ModuleDict({c: PearsonCorrCoef() for c in self.categories})
         self._val_expected: list[torch.Tensor] = []
+        self._val_rows: dict[str, list] = {}
+        #: The last validation's report (:func:`~paras2s_pl.modules.reward_report.heldout_report`).
+        self.heldout_report: dict[str, Any] = {}
+        self._best: dict[str, Any] | None = None  # step, value, report, CPU trainable tensors
         if trainable_only_checkpoints:
             self.strict_loading = False
 
@@ -142,8 +173,35 @@ class RewardModule(LightningModule):
             if bool(rows.any()):
                 self.val_pearson_by[cat].update(expected[rows], target[rows])
         self._val_expected.append(expected.detach())
+        keys = batch.get("keys") or [""] * len(scores)
+        queries = batch.get("queries") or [query_key(k) for k in keys]
+        rows = self._val_rows
+        rows.setdefault("predicted", []).extend(expected.detach().float().cpu().tolist())
+        rows.setdefault("target", []).extend(target.cpu().tolist())
+        rows.setdefault("categories", []).extend(batch["categories"])
+        rows.setdefault("groups", []).extend(batch.get("groups") or queries)
+        rows.setdefault("queries", []).extend(queries)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(scores))
         return loss
+
+    def _gathered_rows(self) -> dict[str, list]:
+        """This epoch's held-out rows from every rank (one process: its own)."""
+        rows = self._val_rows
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, rows)
+            rows = {k: [v for part in parts for v in part.get(k, [])] for k in rows}
+        return rows
+
+    def _report(self) -> dict[str, Any]:
+        rows = self._gathered_rows()
+        if not rows.get("predicted"):
+            return {}
+        return heldout_report(
+            rows["predicted"], rows["target"], rows["categories"], rows["groups"],
+            rows["queries"], self.hparams.bootstrap_resamples, self.hparams.bootstrap_seed,
+        )  # fmt: skip
 
     def on_validation_epoch_end(self) -> None:
         """Compute, log and reset the epoch's metrics."""
@@ -160,9 +218,22 @@ class RewardModule(LightningModule):
                 values[f"val/pearson/{cat}"] = self._pearson(metric)
         if self._val_expected:
             values["val/expected_std"] = torch.cat(self._val_expected).std(unbiased=False)
+        report = self.heldout_report = self._report()  # same on every rank (gathered rows)
+        if report:
+            within = {"val/pearson_within": report["within"]["r"]}
+            for cat, rep in report["categories"].items():
+                if cat in self.val_pearson_by and rep["within"]["pairs"] >= 2:
+                    within[f"val/pearson_within/{cat}"] = rep["within"]["r"]
+            # 0 (not NaN) when constant, as for val/pearson: monitors keep working
+            values.update(
+                {k: torch.tensor(v or 0.0, device=self.device) for k, v in within.items()}
+            )
         pearson = values.pop("val/pearson").float()
         self.log("val/pearson", pearson, prog_bar=True, sync_dist=True)
         self.log_dict({k: v.float() for k, v in values.items()}, sync_dist=True)
+        self._track_best(
+            {"val/pearson": float(pearson), **{k: float(v) for k, v in values.items()}}
+        )
         for metric in (
             self.val_accuracy,
             self.val_mae,
@@ -171,6 +242,34 @@ class RewardModule(LightningModule):
         ):
             metric.reset()
         self._val_expected.clear()
+        self._val_rows = {}
+
+    def _track_best(self, values: dict[str, float]) -> None:
+        """Keep a CPU copy of the trainable tensors when ``export_best`` improves (rank 0)."""
+        monitor = self.hparams.export_best
+        trainer = self._trainer
+        if (
+            monitor is None
+            or trainer is None
+            or trainer.sanity_checking
+            or trainer.state.fn != TrainerFn.FITTING
+            or not trainer.is_global_zero
+        ):
+            return
+        value = values.get(monitor, float("nan"))
+        if not math.isfinite(value):
+            return
+        if self._best is None or value > self._best["value"]:
+            self._best = {
+                "step": int(trainer.global_step),
+                "value": value,
+                "report": self.heldout_report,
+                "state": {
+                    name: p.detach().to("cpu", copy=True)
+                    for name, p in self.model.named_parameters()
+                    if p.requires_grad
+                },
+            }
 
     @staticmethod
     def _pearson(metric: PearsonCorrCoef) -> torch.Tensor:
@@ -218,10 +317,42 @@ class RewardModule(LightningModule):
         root = self.trainer.log_dir or self.trainer.default_root_dir
         return Path(root) / "reward_model"
 
+    def restore_best(self) -> dict[str, Any]:
+        """Load the best validation's trainable tensors (``export_best``); what was exported."""
+        step = int(self.trainer.global_step) if self._trainer is not None else None
+        best = self._best
+        if best is None:
+            return {"which": "last", "step": step, "monitor": self.hparams.export_best}
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in best["state"].items():
+                params[name].copy_(value.to(params[name].device, params[name].dtype))
+        log.info(
+            "exporting the weights of step %d (%s %.4f), not the last step %s",
+            best["step"], self.hparams.export_best, best["value"], step,
+        )  # fmt: skip
+        return {
+            "which": "best",
+            "step": best["step"],
+            "monitor": self.hparams.export_best,
+            "value": best["value"],
+            "last_step": step,
+        }
+
     def on_fit_end(self) -> None:
-        """Export the reward model (rank 0) for GRPO."""
+        """Export the reward model (rank 0) for GRPO: the best validation's weights."""
         if not self.hparams.export or not self.trainer.is_global_zero:
             return
+        last_report = self.heldout_report
+        exported = self.restore_best()
         path = self.model.save_pretrained(self.export_dir())
-        write_fit_metrics(self.trainer, path)
+        extra: dict[str, Any] = {"exported": exported}
+        if self._best is not None:
+            extra["heldout"] = self._best["report"]
+        elif last_report:
+            extra["heldout"] = last_report
+        if last_report:
+            extra["heldout_last"] = last_report
+        write_fit_metrics(self.trainer, path, extra=extra)
+        self._best = None  # free the copy
         log.info("exported the reward model to %s (load with load_reward_model)", path)
