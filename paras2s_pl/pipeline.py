@@ -406,16 +406,34 @@ def summarize(out: Path) -> dict[str, Any]:
             comparisons += compare_runs(out / "bench", [pair])
         except ValueError as err:  # nothing scored by both: say so, keep the rest
             log.warning("demo summary: %s", err)
+    from paras2s_pl.bench.wordshare import run_shares
+
     reward = read_fit_metrics(out / "reward_model")
     grpo = read_fit_metrics(out / "grpo_policy")
     first, last = first_last(out / "tb" / "grpo")
+    # the exported model is the best validation's (RewardModule.export_best); its report
+    # holds r overall / within query / per category with bootstrap CIs over held-out queries
+    heldout = reward.get("heldout") or {}
+    exported = reward.get("exported") or {}
+    shares = {}
+    for system in ("base", "sft", "grpo"):
+        try:
+            shares[system] = run_shares(out / "bench" / system)
+        except (OSError, ValueError) as err:  # a summary must not fail on a missing run
+            log.warning("demo summary: word shares of %s: %s", system, err)
     return {
         "table3": {s: table["table3"].get(s) for s in SYSTEMS},
         "counts": table.get("counts", {}),
         "comparisons": [c.as_dict() for c in comparisons],
-        # the exported (last) model's held-out r, and the best validation's
-        "reward_model_pearson": reward.get("metrics", {}).get("val/pearson"),
-        "reward_model_best_pearson": reward.get("best", {}).get("val/pearson"),
+        "reward_model_pearson": (heldout.get("overall") or {}).get("r",
+                                 exported.get("value", reward.get("metrics", {}).get("val/pearson"))),
+        "reward_model_pearson_ci95": (heldout.get("overall") or {}).get("ci95"),
+        "reward_model_within_pearson": (heldout.get("within") or {}).get("r"),
+        "reward_model_within_ci95": (heldout.get("within") or {}).get("ci95"),
+        "reward_model_heldout_queries": heldout.get("queries"),
+        "reward_model_exported_step": exported.get("step"),
+        "reward_model_last_pearson": reward.get("metrics", {}).get("val/pearson"),
+        "word_shares": shares,
         "grpo_first_reward": first,
         "grpo_final_reward": grpo.get("metrics", {}).get("train/reward", last),
         "grpo_steps": grpo.get("global_step"),
@@ -465,14 +483,37 @@ def report(summary: dict[str, Any], out: Path) -> str:
         value = summary.get(key)
         return f"{value:.3f}" if value is not None else "n/a"
 
-    if summary.get("comparisons"):
+    def ci(key: str) -> str:
+        value = summary.get(key)
+        return f" [{value[0]:+.2f}, {value[1]:+.2f}]" if value else ""
+
+    comparisons = summary.get("comparisons") or []
+    if comparisons:
         lines += ["", "Overall, paired by query (95 % bootstrap CI over contrasting pairs):"]
-        lines += ["  " + comparison_line(c) for c in summary["comparisons"]]
+        lines += ["  " + comparison_line(c) for c in comparisons]
+        half = sorted((c["high"] - c["low"]) / 2 for c in comparisons)[len(comparisons) // 2]
+        queries = max(c["queries"] for c in comparisons)
+        lines.append(
+            f"  {queries} bench queries resolve differences beyond about ±{half:.2f} (median CI "
+            "half-width); a smaller one reads 'no difference', whatever its sign."
+            + (" `--profile long` benches the whole 144-query test split."
+               if summary.get("profile") == "full" else "")
+        )  # fmt: skip
+    shares = summary.get("word_shares") or {}
+    if shares:
+        from paras2s_pl.bench.wordshare import format_shares
+
+        lines += ["", "Do the policies speak words? (bench responses; bench/wordshare.py)"]
+        lines += ["  " + format_shares(name, s) for name, s in shares.items()]
+    queries = summary.get("reward_model_heldout_queries")
     lines += [
         "",
         "Judge: the offline rubric stand-in (see paras2s_pl/bench/rubric.py).",
-        f"Reward model held-out Pearson r with the judge: {r('reward_model_pearson')} "
-        f"(exported model; best validation {r('reward_model_best_pearson')})",
+        f"Reward model vs judge on {queries or '?'} held-out queries: Pearson r "
+        f"{r('reward_model_pearson')}{ci('reward_model_pearson_ci95')}, within query "
+        f"{r('reward_model_within_pearson')}{ci('reward_model_within_ci95')} (exported: the "
+        f"best validation, step {summary.get('reward_model_exported_step')}; last "
+        f"{r('reward_model_last_pearson')})",
         f"GRPO: {summary.get('grpo_steps')} steps, train/reward {r('grpo_first_reward')} → "
         f"{r('grpo_final_reward')} (first → last step)",
         f"Full tables: {out / 'bench' / 'table.md'}",

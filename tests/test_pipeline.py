@@ -127,6 +127,25 @@ def test_summary_and_report_carry_paired_cis_against_sft_and_sft_against_base(tm
     assert "  sft − base  +1.000 [+1.000, +1.000]  se 0.000  (5 pairs)  higher" in text
 
 
+def test_report_gives_the_reward_models_cis_the_resolution_and_word_shares(tmp_path):
+    shares = {"text_words": 0.97, "asr_words": 1.0, "heard": 0.6, "generic": 0.25,
+              "generic_text": 0.2, "n": 32, "words": 20.0}  # fmt: skip
+    comparison = {"a": "grpo", "b": "sft", "difference": 0.1, "low": -0.3, "high": 0.5,
+                  "se": 0.2, "pairs": 16, "queries": 32, "dropped": 0, "confidence": 0.95,
+                  "n_resamples": 10_000, "seed": 0, "verdict": "no difference"}  # fmt: skip
+    summary = {"table3": {}, "profile": "full", "comparisons": [comparison],
+               "reward_model_pearson": 0.61, "reward_model_pearson_ci95": [0.4, 0.75],
+               "reward_model_within_pearson": 0.3, "reward_model_within_ci95": [0.1, 0.5],
+               "reward_model_heldout_queries": 48, "reward_model_exported_step": 150,
+               "reward_model_last_pearson": 0.5, "word_shares": {"sft": shares}}  # fmt: skip
+    text = report(summary, tmp_path)
+    assert "32 bench queries resolve differences beyond about ±0.40" in text
+    assert "--profile long" in text
+    assert ("48 held-out queries: Pearson r 0.610 [+0.40, +0.75], within query 0.300 "
+            "[+0.10, +0.50] (exported: the best validation, step 150; last 0.500)") in text
+    assert "sft      mini-world words: " in text
+
+
 def test_a_failing_stage_names_its_command(tmp_path, capsys):
     stage = Stage("broken", ["fit", "--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(StageError, match="paras2s fit --config .*missing.yaml"):
