@@ -2,7 +2,7 @@ r"""``paras2s demo``: the mini world end to end, one normal ``paras2s`` call per
 
 ::
 
-    paras2s demo [--out runs/demo] [--shards shards/demo] [--profile full|tiny] [--force]
+    paras2s demo [--out runs/demo] [--shards shards/demo] [--profile full|long|tiny] [--force]
 
 Stages, in order (each prints and runs its command; a user can rerun any one alone):
 
@@ -35,7 +35,9 @@ follows, each line prefixed with its stage (``sft      | step 30/300 …``), whi
 stages print only those two lines.
 
 Profiles: ``full`` (the README's main job; sizes chosen to finish in about a quarter of an
-hour on 2 CPU cores, see :data:`PROFILES`) and ``tiny`` (a few samples and steps: the CI
+hour on 2 CPU cores, see :data:`PROFILES`; its 32 bench queries resolve only differences
+beyond about ±0.4 on Overall, and the closing lines say so), ``long`` (the whole 144-query
+test split and 60 GRPO steps: about an hour) and ``tiny`` (a few samples and steps: the CI
 end-to-end test, about a minute). ``tiny`` builds its own few-sample shards in
 ``<out>/shards`` and ignores ``--shards``: the full demo shards (144 test queries) would
 make it the full demo's bench. ``summary.json`` in ``--out`` holds the table, the
@@ -90,6 +92,26 @@ PROFILES: dict[str, dict[str, Any]] = {
         ],  # fmt: skip
         "reward_init": True,
         "grpo": ["--trainer.max_steps", "20"],
+        "respond": ["--sampling", '{"max_new_tokens": 200}'],
+    },
+    # the whole 144-query test split (36 per category) and 3x the GRPO steps: what the
+    # paired CIs need to resolve a ~10 % difference (±0.4 at 32 queries, measured); about
+    # an hour on 2 CPU cores (the bench of one policy system alone takes ~8 min)
+    "long": {
+        "contents_per_category": None,
+        "bench_queries": None,
+        "sft": ["--trainer.max_steps", "300", "--trainer.val_check_interval", "150"],
+        "prefs": ["--k", "8", "--num_queries", "48"],
+        "reward": [
+            "--trainer.max_steps",
+            "100",
+            "--trainer.val_check_interval",
+            "50",
+            "--model.init_args.warmup_steps",
+            "10",
+        ],  # fmt: skip
+        "reward_init": True,
+        "grpo": ["--trainer.max_steps", "60"],
         "respond": ["--sampling", '{"max_new_tokens": 200}'],
     },
     "tiny": {

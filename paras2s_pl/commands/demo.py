@@ -23,7 +23,8 @@ def demo(
     Args:
         out: Where every stage writes (policies, reward model, bench, TensorBoard in out/tb).
         shards: The demo shards (built there if missing).
-        profile: ``full`` (the README's main job) or ``tiny`` (seconds-scale, for CI).
+        profile: ``full`` (the README's main job), ``long`` (the whole 144-query test split,
+            60 GRPO steps: about an hour) or ``tiny`` (seconds-scale, for CI).
         force: Rerun every stage, even finished ones.
         jobs: 2 runs the untrained policy and the reference systems beside the training
             chain (their logs in out/logs); 1 runs every stage in order.
