@@ -26,6 +26,42 @@ can use fixed special ids:
   its sampled text was mostly non-words, "Sion shks saown que dind"); 2.2 times as many ids
   per mini-world text. Every string is encodable (no unknown token).
 
+Measured (issue 13 item 3, 2 shared CPU cores): the demo's SFT stage (``paras2s fit --config
+configs/mini/sft.yaml --data.root shards/demo --trainer.max_steps 300
+--trainer.val_check_interval 150``; BPE: ``--data.init_args.tokenizer mini:bpe``, here the
+demo's own BPE export), each export answering the 144 test queries (``paras2s bench respond
+--system sft --policy <export> --query_transcript shard --sampling '{"max_new_tokens": 200}'``,
+greedy, or at temperature 1 with ``"audio_temperature": 1.0, "audio_top_k": 0,
+"text_temperature": 1.0, "text_top_k": 0`` as GRPO's rollouts), judged by ``paras2s bench run``
+(rubric); shares from :func:`paras2s_pl.bench.wordshare.run_shares`:
+
+================ ========== ========= ======== ======== ========= ==========
+policy           mini-world text said no cue   no cue   Overall   Overall 32
+                 words in   heard by  (ASR,    (policy  (144      (demo
+                 its text   the ASR   judged)  text)    queries)  bench set)
+================ ========== ========= ======== ======== ========= ==========
+BPE, greedy      75 %       50 %      31 %     31 %     2.264     2.442
+word, greedy     100 %      67 %      20 %     6 %      2.264     2.508
+BPE, temp. 1     39 %       16 %      35 %     69 %     2.507     2.379
+word, temp. 1    100 %      46 %      50 %     57 %     2.444     2.483
+================ ========== ========= ======== ======== ========= ==========
+
+Word − BPE Overall, paired bootstrap over the 72 contrasting pairs: greedy +0.000
+[-0.181, +0.174], temperature 1 -0.063 [-0.340, +0.229]: no difference. The ASR's transcripts
+are 100 % mini-world words for every policy (it decodes with the mini world's dictionary and
+LM), and it turns BPE non-words into frequent, cue-rich mini-world words, so its no-cue share
+flatters the BPE at temperature 1. Words fix what is said, not yet what the judge hears:
+the word policy's greedy text carries the query label's cues in 101 of 144 replies (BPE 74),
+its transcripts in 70 (BPE 73), the rest lost by the ASR (a third of the words) or turned
+into cues of the other side (40 transcripts vs 31 texts; BPE 19); and its greedy audio runs
+to ``max_new_tokens`` in 126 of 144 replies (BPE 50; at temperature 1: 5 vs 1). SFT validation
+(32 test queries) at step 300: BPE val/loss 6.29 (text 3.86 per id, audio 2.43), word 8.17
+(text 5.70 per id, audio 2.47); per reply the text costs ~242 nats with the BPE (2.1 times
+as many ids) and ~172 with the word kind. Model 1.48M → 2.56M parameters (the heads' logits
+span 776 → 3,584 shared ids): a training step of 8 x 320 positions 2.07 → 3.35 s (one
+thread, loaded machine); the word SFT took 579 s wall (490 s for the 300 steps), the demo's
+BPE one 723 s (639 s, beside the demo's side lane).
+
 Real models use the tokenizer shipped with their checkpoint (``load_tokenizer(path)`` =
 ``AutoTokenizer.from_pretrained(path)``; Kimi-Audio's is a tiktoken tokenizer loaded with
 ``trust_remote_code=True``) and the special ids of ``DualStreamConfig.kimi_audio_7b()``. An
