@@ -172,8 +172,10 @@ def test_tiny_demo_end_to_end_then_rerun_skips_every_stage(tmp_path, capsys):
     assert table["topline"]["Overall"] > table["baseline"]["Overall"]
     assert table["topline"]["Overall"] > table["base"]["Overall"]
     # a float, or None when 8 held-out pairs all got one score (r undefined)
-    assert {"reward_model_pearson", "reward_model_best_pearson"} <= set(summary)
-    assert "held-out Pearson r with the judge" in printed
+    assert {"reward_model_pearson", "reward_model_within_pearson", "reward_model_exported_step",
+            "word_shares"} <= set(summary)  # fmt: skip
+    assert "held-out queries: Pearson r" in printed and "mini-world words:" in printed
+    assert summary["word_shares"]["sft"]["text_words"] is not None
     assert summary["grpo_steps"] == 2
     assert summary["grpo_first_reward"] is not None and "→" in printed
     assert not shards.exists() and (out / "shards" / "rl.manifest.json").exists()
