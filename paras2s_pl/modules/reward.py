@@ -65,11 +65,15 @@ score rows) instead of 7B weights.
   loses the within-query r GRPO's group advantage uses: the rubric gives 1 or 2 to 98 % of
   responses, so a query's two responses rarely differ. From scratch: 0.34 / 0.10. 300 steps
   (lr still 0.5e-3 at the end): best at step 100, 0.26 / 0.19 at step 300 (training loss
-  0.03); label smoothing 0.1: 0.33 / 0.15. The demo's own split (96 × K=8, ``val_queries:
-  24``: 48 queries trained, 48 held out, chosen by hash): 0.28 [0.15, 0.41] / 0.12 [0.01,
-  0.21], so which 48 queries train and which score moves r by ~0.1, as much as the CIs.
-  5–10 min wall per run (featurizing 768 pairs, 100 steps, 2 validations; the machine was
-  loaded to 4–6 on its 2 cores).
+  0.03); label smoothing 0.1: 0.33 / 0.15. Half the training budget (48 × K=4, 192 calls):
+  0.20 [0.07, 0.32] / 0.07 [-0.06, 0.19]: the number of judged training pairs matters more
+  than how they are split, as long as K ≥ 4. Self-split as ``paras2s demo`` does it
+  (``val_queries: 24``: 48 queries held out by hash, the rest trained): 96 × K=8 0.28 [0.15,
+  0.41] / 0.12 [0.01, 0.21]; 96 × K=4 (48 queries trained) 0.18 [0.03, 0.32] / 0.22 [0.05,
+  0.41]; 144 × K=4 (96 trained) 0.26 [0.11, 0.40] / 0.16 [-0.04, 0.36]; which queries train
+  and which score moves r by ~0.1, as much as the CIs. 4–10 min wall per run (featurizing,
+  100 steps, 2 validations; 228 s for 144 × K=4 on an idle machine, up to 10 min when it
+  was loaded to 4–6 on its 2 cores).
 """
 
 from __future__ import annotations
