@@ -101,25 +101,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # the whole 144-query test split (36 per category) and 3x the GRPO steps: what the
     # paired CIs need to resolve a ~10 % difference (±0.4 at 32 queries, measured); about
     # an hour on 2 CPU cores (the bench of one policy system alone takes ~8 min)
-    "long": {
-        "contents_per_category": None,
-        "bench_queries": None,
-        "sft": ["--trainer.max_steps", "300", "--trainer.val_check_interval", "150"],
-        "prefs": ["--k", "4", "--num_queries", "96"],
-        "reward": [
-            "--trainer.max_steps",
-            "100",
-            "--trainer.val_check_interval",
-            "50",
-            "--model.init_args.warmup_steps",
-            "10",
-            "--data.init_args.val_queries",
-            "24",
-        ],  # fmt: skip
-        "reward_init": True,
-        "grpo": ["--trainer.max_steps", "60"],
-        "respond": ["--sampling", '{"max_new_tokens": 200}'],
-    },
+    "long": {},  # = full with the overrides below (filled in after the dict)
     "tiny": {
         "contents_per_category": 2,
         "own_shards": True,  # in <out>/shards: whatever --shards holds, tiny stays tiny
@@ -167,6 +149,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "respond": ["--sampling", '{"max_new_tokens": 40}'],
     },
 }
+
+
+PROFILES["long"] = {**PROFILES["full"], "bench_queries": None,
+                    "grpo": ["--trainer.max_steps", "60"]}  # fmt: skip
 
 
 #: Progress of the fit stages in optimizer steps (plain ``step k/N`` lines in a pipe).
