@@ -29,7 +29,7 @@ from paras2s_pl.commands.demo import demo
 from paras2s_pl.commands.parsing import ProjectParser, command_args
 from paras2s_pl.data.schema import SchemaError
 from paras2s_pl.data.seed import SeedError
-from paras2s_pl.errors import BudgetError
+from paras2s_pl.errors import BudgetError, NoUsableDataError
 
 #: Errors caused by the user's input; their messages name the file, the field and the fix.
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -37,6 +37,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     BudgetError,
     FileExistsError,
     FileNotFoundError,
+    NoUsableDataError,
     SeedError,
     SchemaError,
 )
@@ -174,8 +175,9 @@ def main(argv: list[str] | None = None) -> object:
 
         try:
             return lightning_cli(None if from_sys else argv)
-        # an earlier stage's output, or a loop the stage has not: name it, no traceback
-        except (MissingInputError, UnsupportedCommandError) as err:
+        # an earlier stage's output, a loop the stage has not, or data with no usable
+        # sample: name it, no traceback
+        except (MissingInputError, NoUsableDataError, UnsupportedCommandError) as err:
             print(f"paras2s {argv[0]}: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
     print(f"paras2s: unknown command {argv[0]!r}\n\n{_help()}", file=sys.stderr)

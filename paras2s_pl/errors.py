@@ -9,3 +9,7 @@ class MissingInputError(FileNotFoundError):
 
 class BudgetError(ValueError):
     """A budgeted selection of a query pool came out empty or unreadable (``paras2s curate``)."""
+
+
+class NoUsableDataError(ValueError):
+    """A full pass over a data set (or one reader's share of it) yielded no usable sample."""

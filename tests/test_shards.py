@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -15,8 +17,12 @@ import soundfile as sf
 import torch
 import webdataset as wds
 
+from paras2s_pl.bench.systems import build_responses, write_response
+from paras2s_pl.cli import USER_ERRORS
+from paras2s_pl.data.preferences import PreferenceReader, scan_groups
 from paras2s_pl.data.schema import DemoMeta, SchemaError, parse_meta
 from paras2s_pl.data.shards import ShardDataset, ShardSetWriter, read_manifest
+from paras2s_pl.errors import NoUsableDataError
 from paras2s_pl.testing import tiny_meta, tone, write_tiny_set
 
 PCM16_STEP = 1 / 32768
@@ -300,3 +306,137 @@ def test_shuffle_is_seeded_and_changes_per_epoch(tmp_path):
 def test_demo_meta_requires_response_fields():
     with pytest.raises(TypeError):
         DemoMeta(content="x", speaker="m1", split="train", category="age", style="adult")
+
+
+# ------------------------------------------------------------------ hostile input
+
+
+def _tar_set(root: Path, members: list[tuple[str, bytes]], schema: str = "demo") -> None:
+    """``members`` (tar name, bytes) as written, by hand: no writer check stops a bad name.
+
+    GNU format keeps a name's bytes as they are (a non-UTF-8 key stays non-UTF-8).
+    """
+    with tarfile.open(root / "train-000000.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    shards = [{"file": "train-000000.tar", "count": len(members)}]
+    manifest = {"schema": schema, "sample_rate": 16000, "count": len(members), "shards": shards}
+    (root / "train.manifest.json").write_text(json.dumps(manifest))
+
+
+def _sample(key: str, meta: bytes | None = None, user: bytes | None = None):
+    """The three members of one demo sample."""
+    meta = meta if meta is not None else json.dumps(META).encode()
+    user = user if user is not None else _flac(tone(0.2, 200))
+    return [(f"{key}.flac", user), (f"{key}.resp.flac", RESP), (f"{key}.json", meta)]
+
+
+def test_deeply_nested_json_is_skipped_and_counted(tmp_path):
+    """2 KB of brackets (1,000 levels) raised RecursionError out of the reader."""
+    nested = b"[" * 1000 + b"]" * 1000
+    good = [f"g{i:02d}" for i in range(16)]
+    members = [m for k in good[:5] for m in _sample(k)] + _sample("deep", meta=nested)
+    _tar_set(tmp_path, members + [m for k in good[5:] for m in _sample(k)])
+    ds = ShardDataset(tmp_path, "train")
+    assert keys(ds) == good and dict(ds.stats.skipped) == {"invalid_meta": 1}
+    prefs = PreferenceReader(tmp_path, "train")  # its own score check parses the json first
+    assert list(prefs) == [] and prefs.stats.skipped["invalid_meta"] == 1
+    assert scan_groups(prefs.urls) == {META["pair_id"]}  # every sample shares it
+
+
+@pytest.mark.parametrize(
+    "bad_key",
+    ["../escaped", "/abs/escaped", "bad\udcffkey", "x" * 201],
+    ids=["parent", "absolute", "non-utf8", "too-long"],
+)
+def test_key_that_cannot_name_a_file_is_skipped_and_counted(tmp_path, bad_key):
+    members = _sample("good0") + _sample(bad_key) + _sample("good1")
+    _tar_set(tmp_path, members)
+    ds = ShardDataset(tmp_path, "train")
+    assert keys(ds) == ["good0", "good1"] and dict(ds.stats.skipped) == {"invalid_key": 1}
+
+
+def test_duplicate_key_and_repeated_member_are_skipped_and_counted(tmp_path):
+    """The second ``a`` is skipped; a sample with two .json members is not yielded."""
+    twice = _sample("two") + [("two.json", json.dumps(META).encode())]
+    _tar_set(tmp_path, _sample("a") + _sample("b") + _sample("a") + twice + _sample("c"))
+    ds = ShardDataset(tmp_path, "train")
+    assert keys(ds) == ["a", "b", "c"]
+    assert dict(ds.stats.skipped) == {"duplicate_key": 1, "duplicate_member": 1}
+
+
+class _Tts:
+    """Instant TTS stand-in: every reply is the same short tone."""
+
+    def synthesize(self, text, tone_name, speaker):
+        return tone(0.2, 300), 16000
+
+
+def test_bench_respond_writes_only_inside_out_and_reads_every_safe_key(tmp_path):
+    """A ``../`` key stopped ``bench respond``; an absolute one wrote outside ``--out``."""
+    testset, out = tmp_path / "set", tmp_path / "deep" / "out"
+    testset.mkdir()
+    bad = ["../escaped", str(tmp_path / "abs"), "q\udcffx"]
+    _tar_set(testset, [m for k in ["q0", *bad, "q1"] for m in _sample(k)])
+    manifest = build_responses("topline", testset, "train", out, tts=_Tts(), progress=False)
+    assert manifest["written"] == 2 and manifest["failed"] == 0
+    rows = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == ["q0", "q1"]
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.flac"))
+    assert written == ["deep/out/q0.flac", "deep/out/q1.flac"]
+    for key in bad:  # defence in depth: the writer refuses what the reader let through
+        with pytest.raises(ValueError, match="refused"):
+            write_response(out, key, b"")
+
+
+def _declaring(frames: int, sr: int = 16000) -> bytes:
+    """A short silent FLAC whose header (STREAMINFO) declares ``frames`` samples."""
+    data = bytearray(_flac(np.zeros(1600, np.float32), sr))
+    at = 18  # "fLaC", block header (4), block and frame sizes (10): rate|ch|bits|36-bit total
+    field = int.from_bytes(data[at : at + 8], "big")
+    total = (1 << 36) - 1
+    data[at : at + 8] = ((field & ~total) | frames).to_bytes(8, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("max_seconds", [30.0, None], ids=["max-30s", "default-bound"])
+def test_audio_declaring_hours_is_refused_before_decoding(tmp_path, monkeypatch, max_seconds):
+    """A 3-hour header costs 1 GB decoded: it is skipped from its header, never decoded."""
+    three_hours = _declaring(3 * 3600 * 16000)
+    assert sf.info(io.BytesIO(three_hours)).duration == 3 * 3600
+    _tar_set(tmp_path, _sample("a") + _sample("long", user=three_hours) + _sample("b"))
+    decoded: list[int] = []
+    read = sf.SoundFile.read
+
+    def spy(self, *args, **kwargs):
+        decoded.append(self.frames)
+        if self.frames > 60 * 16000:  # never allocate the big array, even before the fix
+            raise MemoryError(f"decoded {self.frames} frames")
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", spy)
+    ds = ShardDataset(tmp_path, "train", max_seconds=max_seconds)
+    assert keys(ds) == ["a", "b"] and dict(ds.stats.skipped) == {"too_long": 1}
+    assert decoded and max(decoded) < 60 * 16000
+
+
+@pytest.mark.parametrize("rate", [1, 500_000])
+def test_absurd_sample_rate_is_skipped_and_counted(tmp_path, rate):
+    """A 40 KB WAV declared at 1 Hz was resampled ×16,000 (1.6 GB)."""
+    wav = _flac(np.zeros(100, np.float32), rate, fmt="WAV")
+    _tar_set(tmp_path, _sample("a") + _sample("odd", user=wav) + _sample("b"))
+    ds = ShardDataset(tmp_path, "train")
+    assert keys(ds) == ["a", "b"] and dict(ds.stats.skipped) == {"bad_audio": 1}
+
+
+@pytest.mark.timeout(60)  # a guard only: before the fix this spun forever
+def test_repeat_over_a_set_without_usable_samples_raises_instead_of_spinning(tmp_path):
+    _tar_set(tmp_path, [(f"k{i}.flac", _flac(tone(0.2, 200))) for i in range(3)])  # no json
+    with pytest.raises(NoUsableDataError, match="no usable sample") as err:
+        next(iter(ShardDataset(tmp_path, "train", repeat=True)))
+    assert "missing_json" in str(err.value) and issubclass(NoUsableDataError, USER_ERRORS)
+    write_tiny_set(tmp_path / "good", n=2)  # a usable set still repeats
+    again = itertools.islice(ShardDataset(tmp_path / "good", "train", repeat=True), 5)
+    assert [s.key for s in again] == ["s0000", "s0001"] * 2 + ["s0000"]

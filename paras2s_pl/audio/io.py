@@ -13,9 +13,19 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+#: Sample rates a header may declare. Outside them the file is corrupt or not speech, and
+#: resampling it would multiply its size (a 1 Hz header grows ×16,000 at 16 kHz).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
+#: What libsndfile reports as the frame count of a stream of unknown length.
+_UNKNOWN_FRAMES = 2**62
+
 
 class AudioError(ValueError):
     """Audio that cannot be used: empty, non-finite, undecodable."""
+
+
+class AudioTooLongError(AudioError):
+    """Audio whose header declares more than the allowed duration (refused undecoded)."""
 
 
 def to_mono(wav: np.ndarray) -> np.ndarray:
@@ -55,10 +65,35 @@ def encode_audio(wav: np.ndarray, sr: int, fmt: str = "flac") -> bytes:
     return buf.getvalue()
 
 
-def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode audio bytes to ``(float32 array of shape (frames,) or (frames, ch), rate)``."""
+def decode_audio(data: bytes, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode audio bytes to ``(float32 array of shape (frames,) or (frames, ch), rate)``.
+
+    The header is checked first, so memory stays bounded whatever the bytes claim: a rate
+    outside :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE` or an unknown length raises
+    :class:`AudioError`, a duration over ``max_seconds`` :class:`AudioTooLongError`, all
+    before a sample is decoded (a 546 KB silent FLAC can declare 3 hours: 1 GB decoded).
+    """
     try:
-        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            _check_header(int(f.samplerate), int(f.frames), max_seconds, len(data))
+            # soundfile sizes the array from the header's frame count, checked above
+            wav, sr = f.read(dtype="float32", always_2d=False), f.samplerate
+    except AudioError:
+        raise
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError variants
         raise AudioError(f"cannot decode audio ({len(data)} bytes): {err}") from None
     return wav, int(sr)
+
+
+def _check_header(sr: int, frames: int, max_seconds: float | None, size: int) -> None:
+    """Raise :class:`AudioError` on a header that :func:`decode_audio` must not decode."""
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"header declares {sr} Hz; expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz"
+        )
+    if frames >= _UNKNOWN_FRAMES:  # soundfile could not size the array either
+        raise AudioError(f"header declares no length ({size} bytes); cannot bound it")
+    if max_seconds is not None and frames > max_seconds * sr:
+        raise AudioTooLongError(
+            f"header declares {frames / sr:.1f} s; the limit is {max_seconds:g} s"
+        )

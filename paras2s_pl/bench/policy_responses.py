@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from paras2s_pl.audio.io import encode_audio, resample
 from paras2s_pl.bench.evaluate import audio_sha1, part_id
-from paras2s_pl.bench.systems import RATE, _prepare_out
+from paras2s_pl.bench.systems import RATE, _prepare_out, write_response
 from paras2s_pl.data.shards import ShardDataset
 from paras2s_pl.models.speech_policy import Policy, load_policy
 
@@ -124,9 +124,7 @@ def build_policy_responses(
                     raise ValueError("the policy produced no audio codes")
                 wav, sr = policy.codec.decode(codes, text or None)
                 wav = resample(np.asarray(wav, dtype=np.float32).reshape(-1), sr, RATE)
-                tmp = out / f".{sample.key}.flac.tmp"
-                tmp.write_bytes(encode_audio(wav, RATE))
-                os.replace(tmp, out / f"{sample.key}.flac")
+                write_response(out, sample.key, encode_audio(wav, RATE))
                 written += 1
             except Exception as err:  # one bad response must not stop the bench
                 record["error"], failed = repr(err), failed + 1

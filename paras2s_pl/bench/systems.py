@@ -49,7 +49,7 @@ from paras2s_pl.audio.io import encode_audio, resample
 from paras2s_pl.data import labels
 from paras2s_pl.data.schema import QueryMeta, Sample
 from paras2s_pl.data.seed import SeedItem, load_seed
-from paras2s_pl.data.shards import ShardDataset
+from paras2s_pl.data.shards import ShardDataset, key_problem
 from paras2s_pl.llm import make_openai_client
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,24 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def write_response(out: Path, key: str, audio: bytes) -> Path:
+    """Write ``<out>/<key>.flac`` atomically and return its path.
+
+    The reader already skips keys that cannot name a file; this refuses them again
+    (``ValueError``), so no key ever writes outside ``out``.
+    """
+    path = out / f"{key}.flac"
+    problem = key_problem(key)
+    if problem is None and path.resolve().parent != out.resolve():
+        problem = f"resolves to {path.resolve()}"
+    if problem is not None:
+        raise ValueError(f"refused to write the response of key {key!r} outside {out}: {problem}")
+    tmp = out / f".{key}.flac.tmp"
+    tmp.write_bytes(audio)
+    os.replace(tmp, path)
+    return path
+
+
 def build_responses(
     system: str,
     testset: str | Path,
@@ -312,11 +330,9 @@ def build_responses(
                 }
                 try:
                     wav, sr = tts.synthesize(text, tone, labels.ASSISTANT_SPEAKER)
-                    tmp = out / f".{sample.key}.flac.tmp"
-                    tmp.write_bytes(encode_audio(resample(wav, sr, RATE), RATE))
-                    os.replace(tmp, out / f"{sample.key}.flac")
+                    write_response(out, sample.key, encode_audio(resample(wav, sr, RATE), RATE))
                     written += 1
-                except ValueError as err:  # text the TTS cannot speak: recorded, no audio
+                except ValueError as err:  # unspeakable text or unsafe key: recorded, no audio
                     record["error"], failed = str(err), failed + 1
                 log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
                 bar.update()

@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from paras2s_pl.data.schema import Sample
-from paras2s_pl.data.shards import ShardDataset, unbatched
+from paras2s_pl.data.shards import ShardDataset, load_json, unbatched
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def scan_groups(urls: Iterable[str]) -> set[str]:
                         continue
                     key = str(Path(member.name).parent / name.split(".", 1)[0]).lstrip("./")
                     try:
-                        meta = json.loads(tar.extractfile(member).read())
+                        meta = load_json(tar.extractfile(member).read())
                     except ValueError:
                         continue
                     pair_id = meta.get("pair_id") if isinstance(meta, dict) else None
@@ -130,7 +130,7 @@ class PreferenceReader(ShardDataset):
         """Count a missing or out-of-range score under its own reason, then decode."""
         where = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
         try:
-            meta = json.loads(raw["json"])
+            meta = load_json(raw["json"])
         except (KeyError, ValueError):
             return super().decode(raw)  # counted there (missing_json / invalid_meta)
         if isinstance(meta, dict):

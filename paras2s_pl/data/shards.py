@@ -12,9 +12,13 @@ Reading::
     for sample in ds: ...          # paras2s_pl.data.schema.Sample
     print(ds.stats)                # what was skipped or repaired, and why
 
-Bad samples (undecodable, empty, NaN audio; missing audio or json; invalid metadata;
-truncated tar) are skipped and counted in :class:`ReadStats`; multi-channel audio is
-downmixed and off-rate audio resampled (counted as repairs). The run continues.
+Bad samples (undecodable, empty, NaN audio; missing audio or json; invalid or too deeply
+nested metadata; truncated tar; a key that cannot name a file, a repeated key or a repeated
+member; audio whose header declares an absurd rate or more than ``max_seconds``) are
+skipped and counted in :class:`ReadStats`; multi-channel audio is downmixed and off-rate
+audio resampled (counted as repairs). The run continues; a ``repeat=True`` reader whose
+full pass yields nothing raises :class:`~paras2s_pl.errors.NoUsableDataError` instead of
+looping forever.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import webdataset as wds
 
 from paras2s_pl.audio.io import (
     AudioError,
+    AudioTooLongError,
     check_finite,
     decode_audio,
     encode_audio,
@@ -50,12 +55,42 @@ from paras2s_pl.data.schema import (
     parse_meta,
     schema_class,
 )
-from paras2s_pl.errors import MissingInputError
+from paras2s_pl.errors import MissingInputError, NoUsableDataError
 
 log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
 ROLE_EXTENSIONS = {"user": ("flac", "wav"), "assistant": ("resp.flac", "resp.wav")}
+#: Longest key in UTF-8 bytes: keys become file names (``.<key>.flac.tmp``), at most 255.
+MAX_KEY_BYTES = 200
+#: Audio duration bound of a reader without ``max_seconds``: no utterance of a speech set is
+#: this long, and the header is checked before decoding, so memory stays bounded.
+MAX_AUDIO_SECONDS = 600.0
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot name a sample (it becomes a file name), or None when it can."""
+    if not key:
+        return "must not be empty"
+    if "." in key or "/" in key or "\\" in key:
+        return "must not contain '.', '/' or '\\' (WebDataset; keys become file names)"
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:  # tarfile decodes non-UTF-8 names with surrogate escapes
+        return "must be valid UTF-8"
+    if size > MAX_KEY_BYTES:
+        return f"must be at most {MAX_KEY_BYTES} bytes (UTF-8), not {size}"
+    if not key.isprintable():
+        return "must not contain control characters"
+    return None
+
+
+def load_json(data: bytes | str) -> Any:
+    """``json.loads`` that raises ``ValueError`` on too deep nesting, not ``RecursionError``."""
+    try:
+        return json.loads(data)
+    except RecursionError:  # ~1,000 levels: 2 KB of brackets must not stop a reader
+        raise ValueError("json nested too deeply") from None
 
 
 def manifest_path(root: str | Path, split: str) -> Path:
@@ -144,8 +179,9 @@ class ShardSetWriter:
         assistant_audio: np.ndarray | None = None,
     ) -> None:
         """Validate and append one sample (audio at :attr:`sample_rate`)."""
-        if "." in key or "/" in key:
-            raise ValueError(f"sample key {key!r} must not contain '.' or '/' (WebDataset)")
+        problem = key_problem(key)
+        if problem is not None:  # the reader would skip it
+            raise ValueError(f"sample key {key!r} {problem}")
         if key in self._keys:
             raise ValueError(f"duplicate sample key {key!r} in split {self.split!r}")
         if not isinstance(meta, schema_class(self.schema)):
@@ -318,8 +354,10 @@ class ShardDataset(torch.utils.data.IterableDataset):
         schema: Metadata kind to validate against; defaults to the manifest's.
         shuffle: Shuffle buffer size in samples (0: keep order); shards are shuffled too.
         seed: Seed of both shuffles; the epoch is added so each epoch differs.
-        repeat: Loop forever (for step-based training).
-        max_seconds: Skip longer samples (counted) when set.
+        repeat: Loop forever (for step-based training); a pass that yields nothing raises
+            :class:`~paras2s_pl.errors.NoUsableDataError`.
+        max_seconds: Skip samples with longer audio (counted), judged from the header
+            before decoding; default :data:`MAX_AUDIO_SECONDS`.
         split_by_rank: Split over ranks × DataLoader workers (streaming training). False:
             over workers only, so every rank reads the whole split (in-memory data that a
             distributed sampler splits later).
@@ -398,13 +436,24 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 samples = wds.shuffle(
                     self.shuffle, initial=self.shuffle, rng=random.Random(rng.random() + slot)
                 )(samples)
-            yield from samples
+            yielded = 0
+            for sample in samples:
+                yielded += 1
+                yield sample
             if not self.repeat:
                 break
+            if not yielded:  # another pass would yield nothing either: spinning forever
+                first = f"{urls[0]}{' …' if len(urls) > 1 else ''}" if urls else "none"
+                raise NoUsableDataError(
+                    f"no usable sample in a full pass over {len(urls)} shard(s) ({first}; "
+                    f"reader {slot + 1} of {slots}), skipped {dict(self.stats.skipped)}; "
+                    "`paras2s shards inspect` says why"
+                )
         if self.stats.num_skipped:
             log.warning("shard reader (slot %d/%d): %s", slot, slots, self.stats.as_dict())
 
     def _raw(self, urls: list[str]) -> Iterator[dict[str, Any]]:
+        """Tar members as ``{"fname", "data", "__url__"}``, ``{}`` at the end of each shard."""
         for url in urls:
             try:
                 yield from wds.tariterators.tar_file_expander(
@@ -412,10 +461,62 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 )
             except Exception as err:  # truncated or corrupt tar: count, go on to next shard
                 self.stats.skip("corrupt_shard", url, repr(err))
+                yield {}  # end the sample it cut off, so it never merges with the next shard
+
+    def _grouped(self, urls: list[str]) -> Iterator[tuple[dict[str, Any], list[str]]]:
+        """Members grouped into ``(raw sample, repeated extensions)`` (key: up to first dot).
+
+        Unlike ``wds.group_by_keys``, which counts a repeated member (two ``.json``) but
+        still yields its sample, the repeats are returned, so the sample is skipped whole.
+        """
+        current: dict[str, Any] | None = None
+        repeated: list[str] = []
+        for member in self._raw(urls):
+            if not member:  # the end of a shard
+                if current is not None:
+                    yield current, repeated
+                current, repeated = None, []
+                continue
+            key, ext = wds.tariterators.base_plus_ext(member["fname"])
+            if key is None:  # a name without an extension belongs to no sample
+                continue
+            if current is not None and key != current["__key__"]:
+                yield current, repeated
+                current, repeated = None, []
+            if current is None:
+                current = {"__key__": key, "__url__": member["__url__"]}
+            ext = ext.lower()
+            if ext in current:
+                repeated.append(ext)
+            else:
+                current[ext] = member["data"]
+        if current is not None:
+            yield current, repeated
+
+    def _checked(
+        self, grouped: Iterable[tuple[dict[str, Any], list[str]]]
+    ) -> Iterator[dict[str, Any]]:
+        """Raw samples whose key can name a file, seen once this pass, each member once."""
+        seen: set[str] = set()
+        for raw, repeated in grouped:
+            key = raw["__key__"]
+            where = f"{raw['__url__']}:{key!r}"  # repr: an invalid key may not print
+            problem = key_problem(key)
+            if problem is not None:
+                self.stats.skip("invalid_key", where, f"sample key {problem}")
+            elif key in seen:
+                self.stats.skip("duplicate_key", where, "key seen before; kept the first")
+            elif repeated:
+                seen.add(key)
+                self.stats.skip("duplicate_member", where, f"repeats its {repeated} member(s)")
+            else:
+                seen.add(key)
+                yield raw
 
     def _decoded(self, urls: list[str], keep: tuple[int, int] | None) -> Iterator[Sample]:
         index = 0
-        for raw in wds.tariterators.group_by_keys(self._raw(urls), handler=self._group_error):
+        # Checked before the slot split: every slot then numbers the same samples.
+        for raw in self._checked(self._grouped(urls)):
             if keep is not None:
                 index += 1
                 if (index - 1) % keep[1] != keep[0]:
@@ -425,10 +526,6 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 self.stats.yielded += 1
                 yield sample
 
-    def _group_error(self, err: Exception) -> bool:
-        self.stats.skip("corrupt_shard", "tar stream", repr(err))
-        return True
-
     def decode(self, raw: dict[str, Any]) -> Sample | None:
         """Decode one raw tar sample; ``None`` (counted) when it must be skipped."""
         key = raw.get("__key__", "?")
@@ -437,8 +534,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
             self.stats.skip("missing_json", where, "no .json entry; every sample needs metadata")
             return None
         try:
-            meta = parse_meta(json.loads(raw["json"]), self.schema)
-        except (SchemaError, json.JSONDecodeError, UnicodeDecodeError) as err:
+            meta = parse_meta(load_json(raw["json"]), self.schema)
+        except (SchemaError, ValueError, RecursionError) as err:  # RecursionError: deep values
             self.stats.skip("invalid_meta", where, str(err))
             return None
         audio: dict[str, np.ndarray] = {}
@@ -451,12 +548,12 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 return None
             try:
                 audio[role] = self._load(raw[ext], where, role)
+            except AudioTooLongError as err:
+                self.stats.skip("too_long", where, f"{role} audio: {err}")
+                return None
             except AudioError as err:
                 self.stats.skip("bad_audio", where, f"{role} audio: {err}")
                 return None
-        if self.max_seconds and len(audio["user"]) > self.max_seconds * self.sample_rate:
-            self.stats.skip("too_long", where, f"longer than max_seconds={self.max_seconds}")
-            return None
         return Sample(
             key=key,
             meta=meta,
@@ -467,7 +564,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         )
 
     def _load(self, data: bytes, where: str, role: str) -> np.ndarray:
-        wav, sr = decode_audio(data)
+        wav, sr = decode_audio(data, max_seconds=self.max_seconds or MAX_AUDIO_SECONDS)
         if wav.ndim == 2 and wav.shape[1] > 1:
             self.stats.repaired["downmix"] += 1
         wav = check_finite(to_mono(wav), f"{role} audio")
