@@ -8,11 +8,14 @@ the actions are used one per request, in order, then the default answer resumes:
     server.script("lost my job", RateLimited(retry_after=1), ServerError(), Score(7))
 
 The server counts, per sha256 of that prompt, requests that ``arrived`` and requests
-``answered`` (a 200 written in full; a :class:`Slow` answer is never counted, its client
-has given up). :meth:`JudgeServer.hold_after` makes it answer the first n requests and
+``answered`` (a valid judge answer written in full; a :class:`Slow` answer is never
+counted, its client has given up, nor is a :class:`Malformed` body or a cut
+:class:`Drip`). :meth:`JudgeServer.hold_after` makes it answer the first n requests and
 hold every later one unanswered until :meth:`JudgeServer.stop` — the crash test kills its
-client while those are held. Holds and slow answers wait on the stop event, bounded by
-``MAX_WAIT``, so the server always stops.
+client while those are held; :meth:`JudgeServer.delay_after` answers later ones late
+instead — the interrupt tests stop their client while those answers are on their way.
+Holds, delays, drips and slow answers wait on the stop event, bounded by ``MAX_WAIT``, so
+the server always stops.
 
 Use: ``with JudgeServer() as server: OpenAIJudge(base_url=server.url, ...)``.
 """
@@ -66,6 +69,42 @@ class Slow:
     seconds: float = 2.0
 
 
+@dataclass(frozen=True)
+class Delayed:
+    """Answer normally (counted) after this many seconds."""
+
+    seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A 200 whose body is no chat completion: invalid JSON by default, or e.g. an HTML page."""
+
+    body: str = '{"id": "chatcmpl-cut", "choices": [{"message": '
+    content_type: str = "application/json"
+
+
+HTML = Malformed("<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+
+
+@dataclass(frozen=True)
+class Drip:
+    """Send a valid answer one byte every ``interval`` seconds (status line and headers
+    too), giving up after ``limit`` seconds: every read is quick, the request never ends."""
+
+    interval: float = 1.0
+    limit: float = 10.0
+
+
+@dataclass(frozen=True)
+class EchoKey:
+    """Echo the request's bearer token: in a scored answer (``score``), an answer without a
+    score (``score=None``), or, with a ``status`` other than 200, in the error message."""
+
+    status: int = 200
+    score: int | None = 3
+
+
 def sha256(text: str) -> str:
     """Hex sha256 of a prompt, the key of the server's counters."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -86,6 +125,7 @@ class JudgeServer:
         self.bodies: list[dict[str, Any]] = []
         self._scripts: list[tuple[str, list[Any]]] = []
         self._hold_after: int | None = None
+        self._delay_after: tuple[int, float] | None = None
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -107,6 +147,10 @@ class JudgeServer:
     def hold_after(self, n: int | None) -> None:
         """Answer the first ``n`` requests in total, hold later ones until stop; None: off."""
         self._hold_after = n
+
+    def delay_after(self, n: int | None, seconds: float = 1.0) -> None:
+        """Answer the first ``n`` requests at once and later ones ``seconds`` late; None: off."""
+        self._delay_after = None if n is None else (n, seconds)
 
     def total(self, counter: Counter[str]) -> int:
         """Sum of a counter (``arrived`` or ``answered``), read under the lock."""
@@ -137,19 +181,21 @@ class JudgeServer:
         self.stop()
 
     # ---- request handling ----------------------------------------------------------------
-    def _arrive(self, prompt: str, body: dict[str, Any], auth: str) -> tuple[Any, bool]:
-        """Record a request; return (its scripted action or None, whether to hold it)."""
+    def _arrive(self, prompt: str, body: dict[str, Any], auth: str) -> tuple[Any, bool, float]:
+        """Record a request; return (its scripted action or None, whether to hold it, how
+        long to delay its answer)."""
         with self._lock:
             self.arrived[sha256(prompt)] += 1
             self.bodies.append(body)
             self.auth_headers.append(auth)
             n = sum(self.arrived.values())
             hold = self._hold_after is not None and n > self._hold_after
+            delay = self._delay_after[1] if self._delay_after and n > self._delay_after[0] else 0
             self._lock.notify_all()
             for match, actions in self._scripts:
                 if match in prompt and actions:
-                    return actions.pop(0), hold
-        return None, hold
+                    return actions.pop(0), hold, delay
+        return None, hold, delay
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -158,12 +204,13 @@ class JudgeServer:
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
-            def _send(self, status: int, payload: dict[str, Any],
-                      headers: dict[str, str] | None = None) -> bool:  # fmt: skip
-                data = json.dumps(payload).encode()
+            def _send(self, status: int, payload: dict[str, Any] | str,
+                      headers: dict[str, str] | None = None,
+                      content_type: str = "application/json") -> bool:  # fmt: skip
+                data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     for k, v in (headers or {}).items():
                         self.send_header(k, v)
@@ -174,16 +221,44 @@ class JudgeServer:
                 except OSError:  # the client gave up (timeout) or was killed
                     return False
 
+            def _drip(self, drip: Drip, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(data)}\r\n\r\n").encode()  # fmt: skip
+                end = time.monotonic() + min(drip.limit, MAX_WAIT)
+                self.close_connection = True  # never reuse a half-sent connection
+                try:
+                    for i in range(len(head + data)):
+                        if time.monotonic() > end or server._stop.wait(drip.interval):
+                            return
+                        self.wfile.write((head + data)[i : i + 1])
+                        self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if self.path != "/v1/chat/completions":
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
                 prompt = next(m["content"] for m in body["messages"] if m["role"] == "user")
-                action, hold = server._arrive(prompt, body, self.headers.get("Authorization", ""))
+                auth = self.headers.get("Authorization", "")
+                action, hold, delay = server._arrive(prompt, body, auth)
                 if hold:
                     server._stop.wait(MAX_WAIT)
                     return  # never answered: the connection just closes
+                if isinstance(action, Delayed):
+                    delay = max(delay, action.seconds)
+                if delay:
+                    server._stop.wait(min(delay, MAX_WAIT))
+                if isinstance(action, Malformed):
+                    self._send(200, action.body, content_type=action.content_type)
+                    return
+                token = auth.removeprefix("Bearer ")
+                if isinstance(action, EchoKey) and action.status != 200:
+                    message = f"Incorrect API key provided: {token}"
+                    self._send(action.status, {"error": {"message": message, "type": "auth"}})
+                    return
                 if isinstance(action, RateLimited):
                     self._send(429, {"error": {"message": "rate limited", "type": "requests"}},
                                {"Retry-After": f"{action.retry_after:g}"})  # fmt: skip
@@ -195,6 +270,9 @@ class JudgeServer:
                     server._stop.wait(min(action.seconds, MAX_WAIT))
                 if isinstance(action, NoScore):
                     text = action.text
+                elif isinstance(action, EchoKey):
+                    text = f"The reason is your key {token} is fine"
+                    text += "" if action.score is None else f"; The score is {action.score}."
                 else:
                     value = action.value if isinstance(action, Score) else default_score(prompt)
                     text = f"The reason is fake judge; The score is {value}."
@@ -207,6 +285,9 @@ class JudgeServer:
                               "completion_tokens": len(text) // 4,
                               "total_tokens": len(prompt) // 4 + len(text) // 4},
                 }  # fmt: skip
+                if isinstance(action, Drip):
+                    self._drip(action, completion)
+                    return
                 if self._send(200, completion) and not isinstance(action, Slow):
                     with server._lock:
                         server.answered[sha256(prompt)] += 1

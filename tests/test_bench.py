@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bench_stubs import FixedCaptioner, LenASR
-from judge_server import JudgeServer, NoScore, ServerError, default_score
+from judge_server import (
+    HTML,
+    Delayed,
+    EchoKey,
+    JudgeServer,
+    Malformed,
+    NoScore,
+    ServerError,
+    default_score,
+)
 from scipy.stats import pearsonr
 
 from paras2s_pl.audio.io import encode_audio
@@ -160,6 +170,7 @@ def test_evaluate_counts_missing_parse_failures_and_errors(tmp_path):
     with JudgeServer() as server:
         server.script("sample number 3 says", NoScore(), NoScore(), NoScore())
         server.script("sample number 4 says", *[ServerError()] * 2)
+        server.script("sample number 6 says", Malformed(), HTML)  # unusable 200s: asked again
         judge = OpenAIJudge(
             base_url=server.url, max_retries=1, parse_retries=2, backoff_base=0.01, progress=False
         )
@@ -215,6 +226,66 @@ def test_evaluate_killed_mid_judging_then_rerun_repeats_no_request(tmp_path):
         assert summary["all"]["scored"] == 12 and summary["all"]["cached"] == 5
         assert len(server.answered) == 12 and set(server.answered.values()) == {1}
         assert asr.calls == 0  # transcripts and tones came from perception.jsonl
+
+
+def test_evaluate_interrupted_by_sigint_keeps_answers_in_flight_and_rerun_buys_none(tmp_path):
+    """SIGINT to a running ``evaluate`` after 5 answers, with 3 more on their way (1 s late):
+    it exits only after caching those 3, and the rerun sends no answered prompt again."""
+    root = tiny_testset(tmp_path / "set")
+    with JudgeServer() as server:
+        server.delay_after(5, seconds=1.0)
+        args = [str(a) for a in (root, server.url, tmp_path / "runs", TESTS)]
+        proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, *args],
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert server.wait_for_arrivals(5 + 3, timeout=180), "evaluate subprocess stalled"
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        assert proc.returncode != 0 and "KeyboardInterrupt" in err
+        assert "closed database" not in err
+        assert server.total(server.answered) == 8
+        server.delay_after(None)
+        judge = OpenAIJudge(base_url=server.url, timeout=5, progress=False)
+        summary = run_stub(root, ShardResponses(root, "test"), "sys", tmp_path / "runs", judge)
+        assert summary["all"]["scored"] == 12 and summary["all"]["cached"] == 8
+        assert len(server.answered) == 12 and set(server.answered.values()) == {1}
+
+
+def test_evaluate_failing_mid_judging_keeps_answers_in_flight(tmp_path):
+    """A fatal judge error (401) while 3 answers are on their way: evaluate raises after
+    caching them; the rerun buys none of them again."""
+    root = tiny_testset(tmp_path / "set")
+    with JudgeServer() as server:
+        for i in range(3):
+            server.script(f"sample number {i} says", Delayed(1.0))
+        server.script("sample number 3 says", ServerError(401))
+        judge = OpenAIJudge(base_url=server.url, max_concurrency=4, progress=False)
+        with pytest.raises(RuntimeError, match="AuthenticationError"):
+            run_stub(root, ShardResponses(root, "test"), "sys", tmp_path / "runs", judge)
+        assert server.total(server.answered) == 3
+        judge = OpenAIJudge(base_url=server.url, progress=False)
+        summary = run_stub(root, ShardResponses(root, "test"), "sys", tmp_path / "runs", judge)
+        assert summary["all"]["scored"] == 12 and summary["all"]["cached"] == 3
+        assert len(server.answered) == 12 and set(server.answered.values()) == {1}
+
+
+def test_evaluate_masks_an_api_key_echoed_by_the_judge(tmp_path, monkeypatch):
+    key = "sk-test-ECHOED-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    root = tiny_testset(tmp_path / "set", n=4)
+    with JudgeServer() as server:
+        server.script("sample number 1 says", EchoKey())
+        server.script("sample number 2 says", *[EchoKey(score=None)] * 3)
+        judge = OpenAIJudge(base_url=server.url, backoff_base=0.01, progress=False)
+        summary = run_stub(root, ShardResponses(root, "test"), "sys", tmp_path / "runs", judge)
+    assert summary["all"]["scored"] == 3 and summary["all"]["parse_failed"] == 1
+    text = (tmp_path / "runs" / "sys" / "scores.jsonl").read_text()
+    assert "your key ***" in text
+    for path in (tmp_path / "runs").rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
 
 
 # ------------------------------------------------------------------------ tables

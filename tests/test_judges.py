@@ -10,15 +10,31 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import traceback
 from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
-from judge_server import JudgeServer, NoScore, RateLimited, Score, ServerError, Slow, sha256
+from judge_server import (
+    HTML,
+    Delayed,
+    Drip,
+    EchoKey,
+    JudgeServer,
+    Malformed,
+    NoScore,
+    RateLimited,
+    Score,
+    ServerError,
+    Slow,
+    sha256,
+)
 from judge_server import default_score as server_score
 
 from paras2s_pl.bench.batch import OpenAIBatchJudge, check_unique_keys
@@ -215,6 +231,32 @@ def test_errors_after_the_last_retry_are_recorded_not_raised(server):
     assert not got[0].parse_failed and not got[1].parse_failed
 
 
+def test_drip_feed_is_cut_at_the_total_deadline_then_retried(server):
+    """A server sending one byte per 50 ms never trips the per-read timeout: only the total
+    deadline per request (``timeout``) ends the try."""
+    item = make_item(1)
+    server.script(item.content, Drip(interval=0.05, limit=8.0))
+    start = time.monotonic()
+    [j] = make_judge(server, timeout=0.5, max_retries=1).score([item])
+    assert time.monotonic() - start < 3.0  # per read only, the drip held it 8 s
+    assert (j.score, j.attempts, j.error) == (expected(item), 2, None)
+
+
+def test_malformed_200_is_asked_again_then_counted_never_raised(server):
+    """Invalid JSON and an HTML page with status 200 are unusable replies: asked again,
+    then a parse failure (raw kept), like an answer without a score; the run goes on."""
+    once, always, fine = make_item(1), make_item(2), make_item(3)
+    server.script(once.content, Malformed(), HTML)
+    server.script(always.content, HTML, Malformed(), HTML)
+    got = make_judge(server, parse_retries=2).score([once, always, fine])
+    assert (got[0].score, got[0].attempts, got[0].parse_failed) == (expected(once), 3, False)
+    assert (got[1].score, got[1].parse_failed, got[1].error, got[1].attempts) == (
+        None, True, None, 3)  # fmt: skip
+    assert "502 Bad Gateway" in got[1].raw
+    assert got[2].score == expected(fine)
+    assert all(m["role"] == "user" for m in server.bodies[-1]["messages"])  # asked as it was
+
+
 def test_no_score_is_reasked_then_recorded_as_parse_failure(server):
     item = make_item(1)
     server.script(item.content, *[NoScore()] * 3)
@@ -368,6 +410,44 @@ def test_ctrl_c_mid_run_keeps_finished_calls(server, tmp_path):
     assert set(server.answered.values()) == {1} and len(server.answered) == len(items)
 
 
+def test_exception_mid_run_keeps_the_answers_in_flight(server, tmp_path):
+    """A fatal error while three answers are on their way: they are waited for and cached
+    before the exception leaves ``score`` (and the cache closes); a rerun buys none again."""
+    items = [make_item(i) for i in range(8)]
+    for it in items[:3]:
+        server.script(it.content, Delayed(1.0))
+    server.script(items[3].content, ServerError(401))
+    with CachedJudge(make_judge(server, max_concurrency=4), tmp_path) as judge:
+        with pytest.raises(RuntimeError, match="AuthenticationError"):
+            judge.score(items)
+    assert server.total(server.answered) == 3
+    with CachedJudge(make_judge(server), tmp_path) as judge:
+        got = judge.score(items)
+    assert sum(j.cached for j in got) == 3
+    assert len(server.answered) == len(items) and set(server.answered.values()) == {1}
+
+
+def test_ctrl_c_in_the_main_thread_keeps_the_answers_in_flight(server, tmp_path):
+    """Ctrl-C (SIGINT to this process) while four answers are on their way."""
+    items = [make_item(i) for i in range(10)]
+    server.delay_after(2, seconds=1.0)
+
+    def interrupt() -> None:
+        if server.wait_for_arrivals(2 + 4, timeout=10):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with CachedJudge(make_judge(server, max_concurrency=4), tmp_path) as judge:
+        with pytest.raises(KeyboardInterrupt):
+            judge.score(items)
+    assert server.total(server.answered) == 6
+    server.delay_after(None)
+    with CachedJudge(make_judge(server), tmp_path) as judge:
+        got = judge.score(items)
+    assert sum(j.cached for j in got) == 6
+    assert len(server.answered) == len(items) and set(server.answered.values()) == {1}
+
+
 # -------------------------------------------------------------------------------- batch
 def batch_line(item: JudgeItem, status: int, content: str | None = None, error=None) -> str:
     body = ({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
@@ -466,3 +546,28 @@ def test_api_key_never_in_repr_logs_or_cache(server, tmp_path, caplog):
     assert any(p.suffix == ".sqlite" for p in files)
     for p in files:
         assert KEY.encode() not in p.read_bytes(), p
+
+
+def test_api_key_echoed_by_the_server_is_masked_everywhere(server, tmp_path, caplog):
+    """Answers, reasons, parse-failure warnings, the cache and a 401's error all echo the
+    key here; none of them may carry it."""
+    caplog.set_level(logging.DEBUG)
+    scored, unscored = make_item(1), make_item(2)
+    server.script(scored.content, EchoKey())
+    server.script(unscored.content, *[EchoKey(score=None)] * 3)
+    with CachedJudge(make_judge(server), tmp_path / "cache") as judge:
+        got = judge.score([scored, unscored])
+    assert got[0].score == 3 and "***" in got[0].reason and got[1].parse_failed
+    assert "parse failure" in caplog.text  # the warning that logs the raw answer ran
+    for j in got:
+        assert KEY not in j.raw + j.reason
+    assert KEY not in caplog.text
+    for p in (tmp_path / "cache").iterdir():
+        assert KEY.encode() not in p.read_bytes(), p
+
+    server.script("query number 3", EchoKey(status=401))
+    with pytest.raises(RuntimeError, match="AuthenticationError") as info:
+        make_judge(server, max_concurrency=1).score([make_item(3)])
+    shown = "".join(traceback.format_exception(info.value))
+    assert "Incorrect API key provided: ***" in shown and KEY not in shown
+    assert KEY not in caplog.text

@@ -25,6 +25,7 @@ from paras2s_pl.bench.judges import (
     OnResult,
     UsageMeter,
     _make_client,
+    _scrub,
     _usage_of,
 )
 from paras2s_pl.bench.parse import parse_score
@@ -141,9 +142,10 @@ class OpenAIBatchJudge:
         error = row.get("error") or (body.get("error") if isinstance(body, dict) else None)
         if error or status != 200:
             message = error.get("message", error) if isinstance(error, dict) else error
-            return Judgement(score=None, attempts=1, error=f"status {status}: {message}")
+            error = _scrub(f"status {status}: {message}", self.api_key_env)
+            return Judgement(score=None, attempts=1, error=error)
         try:
-            text = body["choices"][0]["message"]["content"] or ""
+            text = _scrub(body["choices"][0]["message"]["content"] or "", self.api_key_env)
         except (KeyError, IndexError, TypeError):
             return Judgement(score=None, attempts=1, error="status 200 without choices")
         usage = _usage_of(body.get("usage"))

@@ -23,6 +23,11 @@ class CachedJudge:
     ends, so SIGKILL or Ctrl-C loses none. Hits come back with ``cached=True``. Parse
     failures are cached too (a rerun does not pay again) unless ``retry_failures``; request
     errors (``error`` set) are never cached. Identical prompts in one run are sent once.
+
+    On an exception or Ctrl-C the wrapped judge finishes its requests in flight before
+    ``score`` re-raises (see :meth:`~paras2s_pl.bench.judges.OpenAIJudge.score`), so
+    closing the cache in a ``finally`` keeps their answers. Only an answer arriving after
+    :meth:`close` (a run aborted by a second Ctrl-C) is lost, with a warning.
     """
 
     SCHEMA = """CREATE TABLE IF NOT EXISTS judgements (
@@ -40,6 +45,7 @@ class CachedJudge:
         self.path = Path(cache_dir) / filename
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._closed = False
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=30.0)  # fmt: skip
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -57,6 +63,7 @@ class CachedJudge:
     def close(self) -> None:
         """Close the database (finished rows are already on disk)."""
         with self._lock:
+            self._closed = True
             self._db.close()
 
     def __enter__(self) -> CachedJudge:
@@ -85,6 +92,10 @@ class CachedJudge:
         values = (self.name, sha, key, j.score, j.reason, j.raw, int(j.parse_failed),
                   j.attempts, u.prompt_tokens, u.completion_tokens, time.time())  # fmt: skip
         with self._lock:
+            if self._closed:  # a straggler of an aborted run: say so instead of raising
+                log.warning("judge %s: answer for %s arrived after the cache was closed; "
+                            "not saved", self.name, key)  # fmt: skip
+                return
             self._db.execute(f"INSERT OR REPLACE INTO judgements VALUES ({', '.join('?' * 11)})",
                              values)  # fmt: skip
 

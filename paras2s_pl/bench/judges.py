@@ -3,8 +3,10 @@
 * :class:`Judge` — the protocol: ``name`` and ``score(items, on_result=None)``.
 * :class:`OpenAIJudge` — any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp):
   a thread pool, retries with exponential backoff + jitter on 408/409/429/5xx, timeouts and
-  connection errors (``Retry-After`` honoured), re-asks when the answer has no valid score,
-  token usage and estimated cost in a :class:`UsageMeter`.
+  connection errors (``Retry-After`` honoured), a total deadline per request, re-asks when
+  the answer has no valid score (a 200 that is no chat completion at all — invalid JSON,
+  an HTML page — is asked again and then counted the same way), token usage and
+  estimated cost in a :class:`UsageMeter`.
 * :class:`~paras2s_pl.bench.batch.OpenAIBatchJudge` — the Batch API: ``write_requests``
   and ``read_results`` (the core, offline), plus ``submit``/``poll`` (``batch.py``).
 * :class:`~paras2s_pl.bench.cache.CachedJudge` — wraps any judge with an SQLite cache keyed by
@@ -15,8 +17,14 @@ A failed call is never dropped: it comes back as a :class:`Judgement` with ``sco
 and either ``parse_failed=True`` (the answer, kept in ``raw``, had no 1..5 score after the
 re-asks) or ``error`` set (the request itself failed after the retries); reports count both.
 
+On an exception or Ctrl-C, :meth:`OpenAIJudge.score` starts no new request but waits for
+those in flight (each ends by its deadline) and hands their answers to ``on_result``
+before it re-raises, so a :class:`~paras2s_pl.bench.cache.CachedJudge` keeps every answer
+that was paid for; a second Ctrl-C stops waiting.
+
 The API key is read from the environment variable ``api_key_env`` when the client is made;
-it is not stored on the judge, not in its repr, not logged and not cached.
+it is not stored on the judge, not in its repr, not logged and not cached, and is masked
+wherever a server echoes it: answers, reasons, error messages and exceptions.
 
 Example::
 
@@ -35,7 +43,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -44,6 +52,7 @@ from tqdm.auto import tqdm
 
 from paras2s_pl.bench.parse import parse_score
 from paras2s_pl.bench.prompt import JudgeItem, build_messages
+from paras2s_pl.http_deadline import request_deadline
 from paras2s_pl.llm import make_openai_client
 
 log = logging.getLogger(__name__)
@@ -65,6 +74,7 @@ REASK = (
 )
 #: Errors that no retry fixes (wrong key, model or URL): they stop the run.
 FATAL_ERRORS = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+RAW_LIMIT = 2000  # characters of an unusable reply's body kept in ``raw`` (an HTML page…)
 
 
 @dataclass(frozen=True)
@@ -194,14 +204,40 @@ def _retry_after(err: BaseException | None) -> float | None:
 
 
 def _make_client(base_url: str | None, api_key_env: str, timeout: float) -> openai.OpenAI:
-    """The shared client with its own retries off (ours are counted and logged)."""
-    return make_openai_client(base_url, api_key_env, timeout, max_retries=0)
+    """The shared client: its own retries off (ours are counted and logged).
+
+    It honours a total deadline per request (:mod:`paras2s_pl.http_deadline`).
+    """
+    return make_openai_client(base_url, api_key_env, timeout, max_retries=0, deadline=True)
 
 
 def _scrub(text: str, api_key_env: str) -> str:
     """``text`` with the API key (if it somehow appears, e.g. echoed by a server) masked."""
     key = os.environ.get(api_key_env)
     return text.replace(key, "***") if key and len(key) >= 8 else text
+
+
+class _Interrupted(Exception):
+    """The run is stopping: the next request of an item is not sent."""
+
+
+def _read_reply(response: Any) -> tuple[str | None, Usage, str]:
+    """``(answer text, usage, body)`` of a raw 200 response; text None when it is unusable.
+
+    Unusable: a body that is not JSON, an HTML page (the client hands back a plain ``str``),
+    JSON that is no chat completion. A completion without content counts as an empty
+    answer (re-asked like any answer without a score).
+    """
+    body = response.http_response.text
+    try:
+        completion = response.parse()
+        choices = completion.choices
+        content = choices[0].message.content if choices else ""
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return None, Usage(), body  # ValueError covers JSONDecodeError and pydantic's errors
+    if content is not None and not isinstance(content, str):
+        return None, Usage(), body
+    return content or "", _usage_of(getattr(completion, "usage", None)), body
 
 
 class OpenAIJudge:
@@ -214,7 +250,7 @@ class OpenAIJudge:
         temperature: sampling temperature.
         max_tokens: answer budget (the answer is one short sentence); None: server default.
         max_concurrency: requests in flight (thread pool size).
-        timeout: seconds per HTTP request.
+        timeout: seconds per HTTP request in total (connect, send, wait, read), not per read.
         max_retries: extra tries of one request on 408/409/429/5xx, timeout, connection error.
         parse_retries: re-asks when an answer has no valid 1..5 score.
         backoff_base: first backoff in seconds; doubles per retry, "equal jitter" (half
@@ -273,20 +309,26 @@ class OpenAIJudge:
         step = min(self.backoff_base * 2 ** (retry - 1), self.backoff_max)
         return step / 2 + random.uniform(0, step / 2)
 
-    def _create(self, key: str, messages: list[dict[str, str]], tries: list[int]) -> Any:
-        """One chat completion, retried; ``tries[0]`` counts the HTTP requests made.
+    def _create(self, key: str, messages: list[dict[str, str]], tries: list[int],
+                stop: threading.Event) -> Any:  # fmt: skip
+        """One chat completion (the raw response), retried; ``tries[0]`` counts requests.
 
         The retry loop is ours, not the client's (its ``max_retries`` is 0), so every try is
-        counted and logged and the backoff base is configurable.
+        counted and logged, the backoff base is configurable and a stopping run sends no
+        further try (:class:`_Interrupted`). Each try ends within ``timeout`` seconds in
+        total, not per read (:func:`~paras2s_pl.http_deadline.request_deadline`).
         """
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages,
                                   "temperature": self.temperature}  # fmt: skip
         if self.max_tokens is not None:
             kwargs["max_tokens"] = self.max_tokens
         for retry in range(self.max_retries + 1):
+            if stop.is_set():
+                raise _Interrupted
             tries[0] += 1
             try:
-                return self.client.chat.completions.create(**kwargs)
+                with request_deadline(self.timeout):
+                    return self.client.chat.completions.with_raw_response.create(**kwargs)
             except openai.OpenAIError as err:
                 if retry == self.max_retries or not _retryable(err):
                     raise
@@ -294,31 +336,52 @@ class OpenAIJudge:
                 log.warning("judge %s: item %s: %s (try %d of %d); retrying in %.2f s",
                             self.name, key, type(err).__name__, retry + 1,
                             self.max_retries + 1, delay)  # fmt: skip
-                time.sleep(delay)
+                if stop.wait(delay):  # woken by a stopping run: send no retry
+                    raise _Interrupted from None
         raise AssertionError("unreachable")
 
     # ---- one item, with re-asks ----------------------------------------------------------
-    def score_one(self, item: JudgeItem) -> Judgement:
-        """Judge one item: its prompt is built here, fresh; never reused from another item."""
+    def score_one(self, item: JudgeItem, stop: threading.Event | None = None) -> Judgement:
+        """Judge one item: its prompt is built here, fresh; never reused from another item.
+
+        An answer without a 1..5 score is re-asked; an unusable reply (not a chat
+        completion) is asked again as it was; after ``parse_retries`` more answers either
+        kind is a parse failure. Once ``stop`` is set no further request is sent and the
+        item comes back with ``error`` set (not cached: a rerun asks again).
+        """
+        stop = stop or threading.Event()
         base = build_messages(item)
         messages, tries, usage, text = base, [0], Usage(), ""
         for ask in range(self.parse_retries + 1):
+            fatal = None
             try:
-                reply = self._create(item.key, messages, tries)
+                response = self._create(item.key, messages, tries, stop)
+            except _Interrupted:
+                return Judgement(score=None, raw=text, attempts=tries[0], usage=usage,
+                                 error="interrupted: the run stopped first")  # fmt: skip
             except FATAL_ERRORS as err:
-                raise RuntimeError(
-                    f"judge {self.name}: {type(err).__name__} from {self.base_url or 'OpenAI'}; "
-                    f"check the model id, base_url and the key in ${self.api_key_env}"
-                ) from err
+                fatal = _scrub(f"{type(err).__name__}: {err}", self.api_key_env)
             except openai.OpenAIError as err:
                 error = _scrub(f"{type(err).__name__}: {err}", self.api_key_env)
                 log.warning("judge %s: item %s failed: %s", self.name, item.key, error)
                 return Judgement(score=None, raw=text, attempts=tries[0], usage=usage,
                                  error=error)  # fmt: skip
-            got = _usage_of(getattr(reply, "usage", None))
+            if fatal is not None:
+                # Raised outside ``except`` so that the original error, whose message may
+                # echo the key, is neither its cause nor its context in a traceback.
+                raise RuntimeError(
+                    f"judge {self.name}: {fatal} from {self.base_url or 'OpenAI'}; "
+                    f"check the model id, base_url and the key in ${self.api_key_env}"
+                )
+            answer, got, body = _read_reply(response)
             usage += got
             self.meter.add(got)
-            text = (reply.choices[0].message.content or "") if reply.choices else ""
+            if answer is None:  # ask again as it was: the garbage is no answer to re-ask about
+                text = _scrub(body[:RAW_LIMIT], self.api_key_env)
+                log.info("judge %s: item %s: unusable reply %d (%s): %.80r", self.name,
+                         item.key, ask + 1, response.headers.get("content-type"), text)  # fmt: skip
+                continue
+            text = _scrub(answer, self.api_key_env)
             score, reason = parse_score(text)
             if score is not None:
                 return Judgement(score=score, reason=reason, raw=text, attempts=tries[0],
@@ -336,8 +399,9 @@ class OpenAIJudge:
         """Judge ``items`` concurrently; results in input order, each reported when done.
 
         On an exception (a fatal API error, Ctrl-C, an ``on_result`` error) no new request
-        starts and the exception propagates; requests already in flight finish (and reach
-        ``on_result``) before the interpreter exits, so a cache loses none of them.
+        starts, the requests in flight finish (each within its deadline) and reach
+        ``on_result``, then the exception propagates: a cache closed by the caller afterwards
+        has all of them. A second Ctrl-C while waiting propagates at once.
         """
         items = list(items)
         if not items:
@@ -350,7 +414,7 @@ class OpenAIJudge:
             if stop.is_set():
                 return None
             try:
-                judgement = self.score_one(items[i])
+                judgement = self.score_one(items[i], stop)
                 if on_result is not None:
                     on_result(i, judgement)
             except BaseException:
@@ -361,17 +425,34 @@ class OpenAIJudge:
         pool = ThreadPoolExecutor(min(self.max_concurrency, len(items)), "judge")
         bar = tqdm(total=len(items), desc=f"judge {self.name}", unit="item",
                    disable=not self.progress)  # fmt: skip
+        futures: dict[Future[Judgement | None], int] = {}
         try:
-            futures = {pool.submit(work, i): i for i in range(len(items))}
+            for i in range(len(items)):
+                futures[pool.submit(work, i)] = i
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 bar.update()
-        except BaseException:
+        except BaseException as err:
             stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            self._finish_in_flight(pool, futures, err)
             raise
         finally:
             bar.close()
         pool.shutdown()
         log.info("judge %s: %s", self.name, self.meter.summary())
         return results  # type: ignore[return-value]
+
+    def _finish_in_flight(self, pool: ThreadPoolExecutor, futures: dict[Future[Any], int],
+                          err: BaseException) -> None:  # fmt: skip
+        """Cancel queued items and wait for the running ones (their answers are paid)."""
+        running = sum(f.running() for f in futures)
+        if running:
+            log.warning("judge %s: stopping on %s; waiting up to %.0f s for %d requests in "
+                        "flight so their answers are kept (Ctrl-C again to abandon them)",
+                        self.name, type(err).__name__, self.timeout, running)  # fmt: skip
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        except KeyboardInterrupt:
+            log.warning("judge %s: abandoned %d requests in flight; their answers are lost",
+                        self.name, sum(f.running() for f in futures))  # fmt: skip
+            raise
