@@ -29,7 +29,7 @@ from paras2s_pl.commands.demo import demo
 from paras2s_pl.commands.parsing import ProjectParser, command_args
 from paras2s_pl.data.schema import SchemaError
 from paras2s_pl.data.seed import SeedError
-from paras2s_pl.errors import BudgetError, NoUsableDataError
+from paras2s_pl.errors import BudgetError, NoUsableDataError, RunFailedError, UsageError
 
 #: Errors caused by the user's input; their messages name the file, the field and the fix.
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -40,6 +40,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     NoUsableDataError,
     SeedError,
     SchemaError,
+    UsageError,
 )
 
 #: Lightning commands listed in ``paras2s --help``.
@@ -102,6 +103,21 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     return build(args, run)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A console handler writing to ``sys.stderr`` as it is now, not as it was when made.
+
+    A caller that redirects or captures stderr later (a test, a notebook) still gets the logs.
+    """
+
+    @property
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; always stderr
+        pass
+
+
 def _log_to_console() -> None:
     """Show the package's INFO logs on stderr (once, however often ``main`` runs).
 
@@ -110,10 +126,22 @@ def _log_to_console() -> None:
     """
     pkg = logging.getLogger("paras2s_pl")
     if not pkg.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         pkg.addHandler(handler)
     pkg.setLevel(logging.INFO)
+
+
+def _trainer_hint(err: Exception) -> str:
+    """Lightning's complaint about a trainer option, with what to run on this machine."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "gpu" in text.lower() or "cuda" in text.lower():
+        return (
+            f"{text} The config asks for GPUs (configs/<stage>.yaml: FSDP on 8 GPUs) and this "
+            "machine has none: run configs/mini/<stage>.yaml here, or add --trainer.accelerator "
+            "cpu --trainer.devices 1 --trainer.strategy auto --trainer.precision 32-true"
+        )
+    return f"{text} (a --trainer option; `paras2s fit --help` lists them)"
 
 
 def main(argv: list[str] | None = None) -> object:
@@ -145,6 +173,9 @@ def main(argv: list[str] | None = None) -> object:
         except USER_ERRORS as err:  # a clear one-line error, not a traceback
             print(f"paras2s {' '.join(argv[:2])}: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        except RunFailedError as err:  # the run went through and produced nothing
+            print(f"paras2s {' '.join(argv[:2])}: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
     if argv[0] == "sweep":  # its own parser: auto_cli would swallow its --config option
         from paras2s_pl.sweep import sweep_cli
 
@@ -170,15 +201,20 @@ def main(argv: list[str] | None = None) -> object:
             print(f"paras2s {argv[0]}: {err}", file=sys.stderr)
             raise SystemExit(1) from None
     if argv[0] in LIGHTNING_SUBCOMMANDS:
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
         from paras2s_pl.commands.lightning import UnsupportedCommandError
         from paras2s_pl.errors import MissingInputError
 
         try:
             return lightning_cli(None if from_sys else argv)
-        # an earlier stage's output, a loop the stage has not, or data with no usable
-        # sample: name it, no traceback
-        except (MissingInputError, NoUsableDataError, UnsupportedCommandError) as err:
+        # an earlier stage's output, a loop the stage has not, data with no usable sample,
+        # an invalid value: name it, no traceback
+        except (MissingInputError, UnsupportedCommandError, *USER_ERRORS) as err:
             print(f"paras2s {argv[0]}: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except MisconfigurationException as err:  # Lightning's check of a trainer option
+            print(f"paras2s {argv[0]}: error: {_trainer_hint(err)}", file=sys.stderr)
             raise SystemExit(2) from None
     print(f"paras2s: unknown command {argv[0]!r}\n\n{_help()}", file=sys.stderr)
     raise SystemExit(2)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from paras2s_pl.errors import UsageError
+
 
 def make_openai_client(
     base_url: str | None,
@@ -29,7 +31,7 @@ def make_openai_client(
 
     key = os.environ.get(api_key_env)
     if not key and base_url is None:
-        raise ValueError(f"set the environment variable {api_key_env} to an API key, "
+        raise UsageError(f"set the environment variable {api_key_env} to an API key, "
                          "or pass base_url for a local OpenAI-compatible server")  # fmt: skip
     http_client = None
     if deadline:

@@ -62,6 +62,8 @@ from io import BufferedIOBase
 from pathlib import Path
 from typing import IO, Any
 
+from paras2s_pl.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mini"
@@ -184,7 +186,7 @@ def profile_shards(out: Path, shards: Path, profile: str) -> Path:
 def demo_stages(out: Path, shards: Path, profile: str = "full") -> list[Stage]:
     """The stages of :func:`run_demo` for ``profile`` (see the module docstring)."""
     if profile not in PROFILES:
-        raise ValueError(f"--profile {profile!r}; choose one of {list(PROFILES)}")
+        raise UsageError(f"--profile {profile!r}; choose one of {list(PROFILES)}")
     p, tb = PROFILES[profile], str(out / "tb")
     shards = profile_shards(out, shards, profile)
     cfg = {name: str(REPO_CONFIGS / f"{name}.yaml") for name in ("sft", "reward", "grpo")}
@@ -429,6 +431,7 @@ def summarize(out: Path) -> dict[str, Any]:
     # holds r overall / within query / per category with bootstrap CIs over held-out queries
     heldout = reward.get("heldout") or {}
     exported = reward.get("exported") or {}
+    fallback_r = exported.get("value", reward.get("metrics", {}).get("val/pearson"))
     shares = {}
     for system in ("base", "sft", "grpo"):
         try:
@@ -439,8 +442,7 @@ def summarize(out: Path) -> dict[str, Any]:
         "table3": {s: table["table3"].get(s) for s in SYSTEMS},
         "counts": table.get("counts", {}),
         "comparisons": [c.as_dict() for c in comparisons],
-        "reward_model_pearson": (heldout.get("overall") or {}).get("r",
-                                 exported.get("value", reward.get("metrics", {}).get("val/pearson"))),
+        "reward_model_pearson": (heldout.get("overall") or {}).get("r", fallback_r),
         "reward_model_pearson_ci95": (heldout.get("overall") or {}).get("ci95"),
         "reward_model_within_pearson": (heldout.get("within") or {}).get("r"),
         "reward_model_within_ci95": (heldout.get("within") or {}).get("ci95"),

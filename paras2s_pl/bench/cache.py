@@ -11,6 +11,7 @@ from pathlib import Path
 
 from paras2s_pl.bench.judges import Judge, Judgement, OnResult, Usage
 from paras2s_pl.bench.prompt import JudgeItem, prompt_sha256
+from paras2s_pl.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,17 @@ class CachedJudge:
         self._closed = False
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=30.0)  # fmt: skip
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(self.SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(self.SCHEMA)
+            self._db.execute("SELECT count(*) FROM judgements").fetchone()
+        except sqlite3.DatabaseError as err:  # not SQLite, or damaged: never overwrite it
+            self._db.close()
+            raise UsageError(
+                f"judge cache {self.path} is unreadable ({err}); move it away to start a new "
+                "cache (its answers would be bought again), or pass --no_cache"
+            ) from None
 
     @property
     def name(self) -> str:

@@ -50,6 +50,7 @@ from paras2s_pl.bench.prompt import JudgeItem
 from paras2s_pl.bench.responses import ResponseSource
 from paras2s_pl.data.schema import QueryMeta
 from paras2s_pl.data.shards import ShardDataset
+from paras2s_pl.errors import UsageError
 
 if TYPE_CHECKING:
     from paras2s_pl.audio.asr import ASR
@@ -100,7 +101,7 @@ def load_queries(testset: str | Path, split: str) -> tuple[list[tuple[str, Query
     queries = []
     for sample in ds:
         if not isinstance(sample.meta, QueryMeta):
-            raise ValueError(
+            raise UsageError(
                 f"{testset}/{split}: samples have no category/style labels "
                 "(schema 'prompt'); the bench needs a query or demo set"
             )
@@ -282,7 +283,7 @@ def evaluate(
         The summary (also written to ``summary.json``).
     """
     if not system or "/" in system or system.startswith("."):
-        raise ValueError(f"system name {system!r} must be a plain directory name")
+        raise UsageError(f"--system {system!r} must be a plain directory name")
     out_dir = Path(out_dir)
     out = out_dir / system
     out.mkdir(parents=True, exist_ok=True)

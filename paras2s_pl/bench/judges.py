@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from paras2s_pl.bench.parse import parse_score
 from paras2s_pl.bench.prompt import JudgeItem, build_messages
+from paras2s_pl.errors import UsageError
 from paras2s_pl.http_deadline import request_deadline
 from paras2s_pl.llm import make_openai_client
 
@@ -272,8 +273,8 @@ class OpenAIJudge:
                  prices: dict[str, tuple[float, float]] | None = None, name: str | None = None,
                  progress: bool = True) -> None:  # fmt: skip
         if max_concurrency < 1 or max_retries < 0 or parse_retries < 0:
-            raise ValueError("OpenAIJudge: max_concurrency must be ≥ 1, max_retries and "
-                             "parse_retries ≥ 0")  # fmt: skip
+            raise UsageError("judge options: max_concurrency must be >= 1, max_retries and "
+                             "parse_retries >= 0")  # fmt: skip
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
         self.temperature, self.max_tokens = temperature, max_tokens
         self.max_concurrency, self.timeout = max_concurrency, timeout

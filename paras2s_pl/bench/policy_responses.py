@@ -39,6 +39,7 @@ from paras2s_pl.audio.io import encode_audio, resample
 from paras2s_pl.bench.evaluate import audio_sha1, part_id
 from paras2s_pl.bench.systems import RATE, _prepare_out, write_response
 from paras2s_pl.data.shards import ShardDataset
+from paras2s_pl.errors import UsageError
 from paras2s_pl.models.speech_policy import Policy, load_policy
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def build_policy_responses(
         The manifest: counts, failures, provenance, seconds.
     """
     if query_transcript not in ("asr", "shard"):
-        raise ValueError(f"query_transcript={query_transcript!r}; expected 'asr' or 'shard'")
+        raise UsageError(f"--query_transcript {query_transcript!r}; expected 'asr' or 'shard'")
     if not isinstance(policy, Policy):
         policy = load_policy(
             policy,
@@ -101,9 +102,9 @@ def build_policy_responses(
         asr = PocketSphinxASR()
     recognised = QueryTranscripts(asr) if asr is not None else None
     out = Path(out)
+    ds = ShardDataset(testset, split=split, sample_rate=RATE)  # a bad --testset fails first
     _prepare_out(out, overwrite)
     start, written, failed = time.time(), 0, 0
-    ds = ShardDataset(testset, split=split, sample_rate=RATE)
     bar = tqdm(total=ds.length, desc=f"respond {system}", unit="query", disable=not progress)
     with (out / "responses.jsonl").open("w", encoding="utf-8") as log_file:
         for sample in ds:

@@ -50,6 +50,7 @@ from paras2s_pl.data import labels
 from paras2s_pl.data.schema import QueryMeta, Sample
 from paras2s_pl.data.seed import SeedItem, load_seed
 from paras2s_pl.data.shards import ShardDataset, key_problem
+from paras2s_pl.errors import UsageError
 from paras2s_pl.llm import make_openai_client
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def _batches(ds: ShardDataset, size: int) -> Iterator[list[Sample]]:
     batch: list[Sample] = []
     for sample in ds:
         if not isinstance(sample.meta, QueryMeta):
-            raise ValueError(
+            raise UsageError(
                 f"{ds.urls[0]}: samples carry no category/style labels "
                 "(schema 'prompt'); reference systems need a query or demo set"
             )
@@ -298,7 +299,10 @@ def build_responses(
         The manifest: counts, failures, provenance, seconds.
     """
     if system not in SYSTEMS:
-        raise ValueError(f"unknown reference system {system!r}; choose one of {list(SYSTEMS)}")
+        raise UsageError(
+            f"--system {system!r} is no reference system; choose one of {list(SYSTEMS)}, or "
+            "give a trained policy with --policy DIR"
+        )
     if system == "baseline":
         responder = responder or SeedResponder()
         if asr is None:
@@ -310,9 +314,14 @@ def build_responses(
 
         tts = EspeakTTS(RATE)
     out = Path(out)
+    ds = ShardDataset(testset, split=split, sample_rate=RATE)  # a bad --testset fails here,
+    if ds.schema == "prompt":  # before --out is touched
+        raise UsageError(
+            f"{testset}/{split}: samples carry no category/style labels (schema 'prompt'); "
+            "reference systems need a query or demo set (e.g. --split test)"
+        )
     _prepare_out(out, overwrite)
     start, written, failed = time.time(), 0, 0
-    ds = ShardDataset(testset, split=split, sample_rate=RATE)
     bar = tqdm(total=ds.length, desc=f"respond {system}", unit="query", disable=not progress)
     with (out / "responses.jsonl").open("w", encoding="utf-8") as log_file:
         for batch in _batches(ds, batch_size):

@@ -55,12 +55,13 @@ def respond(
     """
     from paras2s_pl.bench import backends
     from paras2s_pl.bench.systems import build_responses
+    from paras2s_pl.errors import UsageError
 
     if policy is not None or system == "policy":
         from paras2s_pl.bench.policy_responses import build_policy_responses
 
         if policy is None:
-            raise ValueError("--system policy needs --policy DIR (an exported policy)")
+            raise UsageError("--system policy needs --policy DIR (an exported policy)")
         target = out or Path("runs/responses") / system
         manifest = build_policy_responses(
             policy, testset, split, target, system, sampling, overwrite=overwrite,
@@ -147,6 +148,15 @@ def run(
     print(write_tables(out)[0])
     if summary["judge"]["usage"] is not None:
         print(f"judge usage this run: {summary['judge']['usage']}")
+    counts = summary["all"]
+    if counts["n"] and not counts["scored"]:  # a table of nothing must not look like success
+        from paras2s_pl.errors import RunFailedError
+
+        raise RunFailedError(
+            f"error: no query of {counts['n']} was scored ({counts['missing']} without a "
+            f"response, {counts['parse_failed']} parse failures, {counts['error']} judge "
+            f"errors); see {out}/{system or responses.resolve().name}/scores.jsonl"
+        )
 
 
 def table(

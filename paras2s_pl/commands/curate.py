@@ -93,7 +93,17 @@ def preferences(
 
     from paras2s_pl.bench import backends
     from paras2s_pl.curate.preferences import Perceivers, curate_preferences, load_policy
+    from paras2s_pl.errors import UsageError
 
+    # checked before the policy loads: a typo must not cost a minute of start-up
+    if k < 1 or part_queries < 1:
+        raise UsageError(f"--k {k} and --part_queries {part_queries}: each must be >= 1")
+    if num_queries is not None and num_queries < 1:
+        raise UsageError(f"--num_queries {num_queries}: give at least 1 (or leave it out: all)")
+    if hours is not None and hours <= 0:
+        raise UsageError(f"--hours {hours}: give a positive budget (or leave it out: all)")
+    if transcript not in ("asr", "policy"):
+        raise UsageError(f"--transcript {transcript!r}; expected 'asr' or 'policy'")
     if threads:
         torch.set_num_threads(threads)
     pol = load_policy(

@@ -34,6 +34,18 @@ def build_demo(
         shard_size: Samples per shard (more shards spread better over workers and ranks).
     """
     from paras2s_pl.data.demo import build_demo
+    from paras2s_pl.errors import UsageError
+
+    for option, value, ok, want in (
+        ("--contents_per_category", contents_per_category,
+         contents_per_category is None or contents_per_category >= 1, "at least 1 (or none: all)"),
+        ("--test_fraction", test_fraction, 0 < test_fraction < 1, "a fraction in (0, 1)"),
+        ("--shard_size", shard_size, shard_size >= 1, "at least 1 sample per shard"),
+        ("--sample_rate", sample_rate, 8000 <= sample_rate <= 384_000, "8000 to 384000 Hz"),
+        ("--workers", workers, workers >= 1, "at least 1"),
+    ):  # fmt: skip
+        if not ok:
+            raise UsageError(f"{option} {value}: give {want}")
 
     manifests = build_demo(
         out=out,
@@ -70,6 +82,8 @@ def inspect(path: Path, split: str = "train", limit: int = 0) -> None:
     for n, sample in enumerate(ds):
         if n < limit:
             print(sample.key, json.dumps(sample.meta.__dict__, ensure_ascii=False))
-    summary = {k: manifest[k] for k in ("schema", "count", "hours", "label_balance", "speakers")}
+    # a hand-made manifest may lack the summary fields: print what it has, not a KeyError
+    fields = ("schema", "count", "hours", "label_balance", "speakers")
+    summary = {k: manifest[k] for k in fields if k in manifest}
     print(json.dumps(summary, indent=2))
     print("read:", json.dumps(ds.stats.as_dict()))

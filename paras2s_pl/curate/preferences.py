@@ -79,6 +79,7 @@ from paras2s_pl.curate.bookkeeping import (
 from paras2s_pl.curate.budget import read_exclude
 from paras2s_pl.data.schema import PreferenceMeta, QueryMeta
 from paras2s_pl.data.shards import ShardDataset, ShardSetWriter, read_manifest
+from paras2s_pl.errors import UsageError
 from paras2s_pl.models.speech_policy import (  # noqa: F401  (re-exported for callers)
     CURATION_SAMPLING,
     Policy,
@@ -101,7 +102,7 @@ class Perceivers:
 
     def __post_init__(self) -> None:
         if self.transcript not in ("asr", "policy"):
-            raise ValueError(f"transcript={self.transcript!r}; expected 'asr' or 'policy'")
+            raise UsageError(f"--transcript {self.transcript!r}; expected 'asr' or 'policy'")
 
     def perceiver_id(self) -> str:
         """Cache id of the (C, S) pair in use."""
@@ -282,11 +283,11 @@ def curate_preferences(
     """Write (or resume) a preference shard set; returns its manifest (module docstring)."""
     out, queries = Path(out), Path(queries)
     if k < 1 or part_queries < 1:
-        raise ValueError(f"k={k} and part_queries={part_queries} must be >= 1")
+        raise UsageError(f"--k {k} and --part_queries {part_queries}: each must be >= 1")
     if overwrite:
         reset(out, split)
     if read_manifest(queries, split)["schema"] == "prompt":
-        raise ValueError(
+        raise UsageError(
             f"{queries}/{split} has no labels (schema 'prompt'); the judge needs "
             "labelled queries (a query or demo set)"
         )

@@ -57,7 +57,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from paras2s_pl.data.schema import Sample
-from paras2s_pl.data.shards import ShardDataset, load_json, unbatched
+from paras2s_pl.data.shards import ShardDataset, load_json, require_split, unbatched
+from paras2s_pl.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +382,12 @@ class PreferenceDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """In-memory: featurize the needed splits once (skips counted in ``stats``)."""
+        if self.batch_size < 1:  # here, not in __init__: jsonargparse would bury it
+            raise UsageError(f"data.init_args.batch_size={self.batch_size}; give at least 1")
+        make = (f"paras2s curate preferences --policy runs/mini/sft_policy --queries "
+                f"shards/demo --split train --out {self.root}")  # fmt: skip
+        for split in {self.split, self.val_split, self.test_split} - {None}:
+            require_split(self.root, split, make)
         if not self.in_memory:
             return
         if stage == "test":

@@ -39,8 +39,9 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
-from paras2s_pl.data.shards import ShardDataset, _dist_info, unbatched
+from paras2s_pl.data.shards import ShardDataset, _dist_info, require_split, unbatched
 from paras2s_pl.data.vocab import CodecLike, PolicyVocab
+from paras2s_pl.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,9 @@ class PromptDataModule(PolicyVocab, LightningDataModule):
         check = getattr(module, "check_inputs", None)
         if callable(check):  # a missing policy should not wait for the prompts to encode
             check()
+        require_split(self.root, self.split, f"paras2s shards build-demo --out {self.root}")
+        if self.batch_size < 1:  # here, not in __init__: jsonargparse would bury it
+            raise UsageError(f"data.init_args.batch_size={self.batch_size}; give at least 1")
         if not self.prompts:
             self.prompts = self.read_prompts()
 

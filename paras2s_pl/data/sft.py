@@ -51,8 +51,9 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
-from paras2s_pl.data.shards import ShardDataset, unbatched
+from paras2s_pl.data.shards import ShardDataset, require_split, unbatched
 from paras2s_pl.data.vocab import CodecLike, PolicyVocab
+from paras2s_pl.errors import UsageError
 from paras2s_pl.models.dual_stream import DualStreamConfig
 from paras2s_pl.models.layout import Example, build_example, build_prompt, collate
 
@@ -231,6 +232,10 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
     # ---- reading and encoding --------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         """Resolve the layout config, encode the needed splits (once) and lay them out."""
+        if self.batch_size < 1:  # here, not in __init__: jsonargparse would bury it
+            raise UsageError(f"data.init_args.batch_size={self.batch_size}; give at least 1")
+        for split in {self.train_split, self.val_split, self.test_split} - {None}:
+            require_split(self.root, split, f"paras2s shards build-demo --out {self.root}")
         if not self._fixed_layout:
             self._layout_cfg = None
         cfg = self.layout_config()  # first: a vocabulary mismatch fails before encoding

@@ -55,7 +55,7 @@ from paras2s_pl.data.schema import (
     parse_meta,
     schema_class,
 )
-from paras2s_pl.errors import MissingInputError, NoUsableDataError
+from paras2s_pl.errors import MissingInputError, NoUsableDataError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,47 @@ def read_manifest(root: str | Path, split: str) -> dict[str, Any]:
             f"no manifest {path}: the split {split!r} was never finished. Build it with "
             "`paras2s shards build-demo --out ...` or pass the tar files directly"
         )
-    return json.loads(path.read_text())
+    return _load_manifest(path)
+
+
+def require_split(root: str | Path, split: str, make: str) -> None:
+    """Raise :class:`MissingInputError` when ``root`` holds no manifest of ``split``.
+
+    The message names ``data.init_args.root`` and ``make``, the command that writes the split.
+    """
+    if not manifest_path(root, split).exists():
+        raise MissingInputError(
+            f"no {split!r} split under {root} (data.init_args.root: no "
+            f"{manifest_path(root, split).name}); make it with `{make}` or point "
+            "--data.init_args.root at it"
+        )
+
+
+def _load_manifest(path: Path) -> dict[str, Any]:
+    """A manifest that lists its shards, or :class:`UsageError` naming the file and the fix."""
+    fix = "rebuild the split (`paras2s shards build-demo --overwrite`, `paras2s curate …`)"
+    try:
+        manifest = load_json(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path}: not a valid manifest ({err}); {fix}") from None
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list):
+        raise UsageError(f"{path}: field 'shards' (the list of shard files) is missing; {fix}")
+    if not all(isinstance(s, dict) and isinstance(s.get("file"), str) for s in shards):
+        raise UsageError(f"{path}: field 'shards' needs entries {{\"file\": ...}}; {fix}")
+    return manifest
+
+
+def _listed(root: Path, manifest: dict[str, Any], path: Path) -> list[str]:
+    """The shard files a manifest lists; :class:`MissingInputError` when one is gone."""
+    urls = [root / s["file"] for s in manifest["shards"]]
+    missing = [u for u in urls if not u.exists()]
+    if missing:
+        raise MissingInputError(
+            f"{path} lists {len(missing)} shard file(s) that are missing (first: {missing[0]}); "
+            "copy the whole shard directory or rebuild the split"
+        )
+    return [str(u) for u in urls]
 
 
 # --------------------------------------------------------------------------- reading
@@ -396,11 +436,20 @@ class ShardDataset(torch.utils.data.IterableDataset):
             if split is None:
                 raise ValueError(f"{path} is a directory: pass split= (e.g. 'train')")
             manifest = read_manifest(path, split)
-            return [str(path / s["file"]) for s in manifest["shards"]], manifest
+            return _listed(path, manifest, manifest_path(path, split)), manifest
         if path.suffix == ".json":
-            manifest = json.loads(path.read_text())
-            return [str(path.parent / s["file"]) for s in manifest["shards"]], manifest
-        return wds.shardlists.expand_urls(str(source)), None
+            if not path.is_file():
+                raise MissingInputError(f"no manifest {path}")
+            manifest = _load_manifest(path)
+            return _listed(path.parent, manifest, path), manifest
+        urls = wds.shardlists.expand_urls(str(source))
+        local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
+        if local and not any(Path(u).exists() for u in local):
+            raise MissingInputError(
+                f"no shard set at {source}: expected a directory with <split>.manifest.json "
+                "(e.g. `paras2s shards build-demo --out DIR`), a manifest .json or tar files"
+            )
+        return urls, None
 
     def set_epoch(self, epoch: int) -> None:
         """Change the shuffle order per epoch (call from the DataModule)."""

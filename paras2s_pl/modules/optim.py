@@ -1,5 +1,7 @@
-"""The optimiser every stage uses: AdamW + linear warm-up then cosine decay (or a constant lr),
-stepped per optimizer step."""
+"""The optimiser every stage uses: AdamW, linear warm-up, then cosine decay or a constant lr.
+
+The schedule is stepped per optimizer step.
+"""
 
 from __future__ import annotations
 

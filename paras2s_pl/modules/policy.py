@@ -135,8 +135,10 @@ class PolicyModule(LightningModule):
             self.model.gradient_checkpointing_enable({"use_reentrant": False})
 
     def configure_optimizers(self) -> dict:
-        """AdamW over the policy only + linear warm-up, then cosine decay or a constant lr
-        (``hparams.lr_schedule``, default cosine), per optimizer step."""
+        """AdamW over the policy only, linear warm-up, then cosine decay or a constant lr.
+
+        ``hparams.lr_schedule`` picks it (default cosine); stepped per optimizer step.
+        """
         hp = self.hparams
         return adamw_cosine(
             self.model.parameters(), self._trainer, hp.lr, hp.betas, hp.weight_decay,
