@@ -100,9 +100,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "grpo": ["--trainer.max_steps", "20"],
         "respond": ["--sampling", '{"max_new_tokens": 200}'],
     },
-    # the whole 144-query test split (36 per category) and 3x the GRPO steps: what the
-    # paired CIs need to resolve a ~10 % difference (±0.4 at 32 queries, measured); about
-    # an hour on 2 CPU cores (the bench of one policy system alone takes ~8 min)
+    # the whole 144-query test split (36 per category) and 150 GRPO steps: what the paired
+    # CIs need to resolve a ~10 % difference (±0.4 at 32 queries, measured) and what the
+    # reward needs to rise (with the judge as reward it rose over 50-150 steps, not over 20);
+    # about two hours on 2 CPU cores (one GRPO step ~20 s, one policy's bench ~8 min)
     "long": {},  # = full with the overrides below (filled in after the dict)
     "tiny": {
         "contents_per_category": 2,
@@ -154,7 +155,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 PROFILES["long"] = {**PROFILES["full"], "bench_queries": None,
-                    "grpo": ["--trainer.max_steps", "60"]}  # fmt: skip
+                    "grpo": ["--trainer.max_steps", "150"]}  # fmt: skip
 
 
 #: Progress of the fit stages in optimizer steps (plain ``step k/N`` lines in a pipe).

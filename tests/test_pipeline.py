@@ -39,7 +39,7 @@ def test_long_profile_benches_the_whole_test_split_of_the_demo_shards(tmp_path):
     stages = {s.name: s for s in demo_stages(tmp_path / "out", tmp_path / "shards", "long")}
     assert "bench_set" not in stages  # no subset: every test query
     assert f"--testset {tmp_path / 'shards'} " in stages["bench_sft"].command()
-    assert stages["grpo"].args[-2:] == ["--trainer.max_steps", "60"]
+    assert stages["grpo"].args[-2:] == ["--trainer.max_steps", "150"]
 
 
 def test_fit_stages_show_steps_and_tiny_builds_its_own_shards(tmp_path):
