@@ -126,6 +126,8 @@ class JudgeServer:
         self._scripts: list[tuple[str, list[Any]]] = []
         self._hold_after: int | None = None
         self._delay_after: tuple[int, float] | None = None
+        self._gate_after: int | None = None
+        self._released = threading.Event()
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -151,6 +153,17 @@ class JudgeServer:
     def delay_after(self, n: int | None, seconds: float = 1.0) -> None:
         """Answer the first ``n`` requests at once and later ones ``seconds`` late; None: off."""
         self._delay_after = None if n is None else (n, seconds)
+
+    def gate_after(self, n: int | None) -> None:
+        """Answer the first ``n`` requests at once and later ones only after :meth:`release`
+        (bounded by ``MAX_WAIT``); None: off. Unlike a delay, no timing: a test releases
+        them once its client has reacted (e.g. taken a Ctrl-C)."""
+        self._released.clear()
+        self._gate_after = n
+
+    def release(self) -> None:
+        """Answer the requests :meth:`gate_after` is holding back (and later ones at once)."""
+        self._released.set()
 
     def total(self, counter: Counter[str]) -> int:
         """Sum of a counter (``arrived`` or ``answered``), read under the lock."""
@@ -191,6 +204,8 @@ class JudgeServer:
             n = sum(self.arrived.values())
             hold = self._hold_after is not None and n > self._hold_after
             delay = self._delay_after[1] if self._delay_after and n > self._delay_after[0] else 0
+            if self._gate_after is not None and n > self._gate_after:
+                delay = -1.0  # wait for release()
             self._lock.notify_all()
             for match, actions in self._scripts:
                 if match in prompt and actions:
@@ -249,7 +264,12 @@ class JudgeServer:
                     return  # never answered: the connection just closes
                 if isinstance(action, Delayed):
                     delay = max(delay, action.seconds)
-                if delay:
+                if delay < 0:  # gated: until release() or stop, bounded
+                    end = time.monotonic() + MAX_WAIT
+                    while not server._released.wait(0.05):
+                        if server._stop.is_set() or time.monotonic() > end:
+                            break
+                elif delay:
                     server._stop.wait(min(delay, MAX_WAIT))
                 if isinstance(action, Malformed):
                     self._send(200, action.body, content_type=action.content_type)

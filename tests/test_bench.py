@@ -229,18 +229,24 @@ def test_evaluate_killed_mid_judging_then_rerun_repeats_no_request(tmp_path):
 
 
 def test_evaluate_interrupted_by_sigint_keeps_answers_in_flight_and_rerun_buys_none(tmp_path):
-    """SIGINT to a running ``evaluate`` after 5 answers, with 3 more on their way (1 s late):
-    it exits only after caching those 3, and the rerun sends no answered prompt again."""
+    """SIGINT to a running ``evaluate`` after 5 answers, with 3 more on their way (answered
+    only once it has taken the SIGINT): it exits only after caching those 3, and the rerun
+    sends no answered prompt again."""
     root = tiny_testset(tmp_path / "set")
     with JudgeServer() as server:
-        server.delay_after(5, seconds=1.0)
+        server.gate_after(5)
         args = [str(a) for a in (root, server.url, tmp_path / "runs", TESTS)]
         proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, *args],
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         try:
             assert server.wait_for_arrivals(5 + 3, timeout=180), "evaluate subprocess stalled"
             proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=60)
+            lines = []  # its warning says it took the SIGINT and waits for the 3 in flight
+            while (line := proc.stderr.readline()) and "requests in flight" not in line:
+                lines.append(line)
+            server.release()
+            rest = proc.communicate(timeout=60)[1]
+            err = "".join(lines) + line + rest
         finally:
             proc.kill()
         assert proc.returncode != 0 and "KeyboardInterrupt" in err

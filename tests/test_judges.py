@@ -427,10 +427,19 @@ def test_exception_mid_run_keeps_the_answers_in_flight(server, tmp_path):
     assert len(server.answered) == len(items) and set(server.answered.values()) == {1}
 
 
-def test_ctrl_c_in_the_main_thread_keeps_the_answers_in_flight(server, tmp_path):
-    """Ctrl-C (SIGINT to this process) while four answers are on their way."""
+def test_ctrl_c_in_the_main_thread_keeps_the_answers_in_flight(server, tmp_path, monkeypatch):
+    """Ctrl-C (SIGINT to this process) while four answers are on their way: the server
+    answers them only once the judge has taken the Ctrl-C (no timing, so a busy machine
+    cannot finish the run before the signal lands)."""
     items = [make_item(i) for i in range(10)]
-    server.delay_after(2, seconds=1.0)
+    server.gate_after(2)
+    finish = OpenAIJudge._finish_in_flight
+
+    def finish_then_release(self, *args):
+        server.release()
+        return finish(self, *args)
+
+    monkeypatch.setattr(OpenAIJudge, "_finish_in_flight", finish_then_release)
 
     def interrupt() -> None:
         if server.wait_for_arrivals(2 + 4, timeout=10):
@@ -441,7 +450,7 @@ def test_ctrl_c_in_the_main_thread_keeps_the_answers_in_flight(server, tmp_path)
         with pytest.raises(KeyboardInterrupt):
             judge.score(items)
     assert server.total(server.answered) == 6
-    server.delay_after(None)
+    server.gate_after(None)
     with CachedJudge(make_judge(server), tmp_path) as judge:
         got = judge.score(items)
     assert sum(j.cached for j in got) == 6
