@@ -204,13 +204,12 @@ def main(argv: list[str] | None = None) -> object:
         from lightning.fabric.utilities.exceptions import MisconfigurationException
 
         from paras2s_pl.commands.lightning import UnsupportedCommandError
-        from paras2s_pl.errors import MissingInputError
 
         try:
             return lightning_cli(None if from_sys else argv)
         # an earlier stage's output, a loop the stage has not, data with no usable sample,
         # an invalid value: name it, no traceback
-        except (MissingInputError, UnsupportedCommandError, *USER_ERRORS) as err:
+        except (UnsupportedCommandError, *USER_ERRORS) as err:  # MissingInputError among them
             print(f"paras2s {argv[0]}: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         except MisconfigurationException as err:  # Lightning's check of a trainer option
