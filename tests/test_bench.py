@@ -193,7 +193,10 @@ def test_evaluate_counts_missing_parse_failures_and_errors(tmp_path):
 
 
 CRASH_SCRIPT = textwrap.dedent("""
-    import sys
+    import signal, sys
+    # a shell starts background jobs with SIGINT ignored, and Python then keeps it ignored:
+    # restore Ctrl-C, so the SIGINT test holds however the suite was started
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, sys.argv[4])
     from bench_stubs import FixedCaptioner, LenASR
     from paras2s_pl.bench.evaluate import evaluate

@@ -427,7 +427,9 @@ def test_exception_mid_run_keeps_the_answers_in_flight(server, tmp_path):
     assert len(server.answered) == len(items) and set(server.answered.values()) == {1}
 
 
-def test_ctrl_c_in_the_main_thread_keeps_the_answers_in_flight(server, tmp_path, monkeypatch):
+def test_ctrl_c_in_the_main_thread_keeps_the_answers_in_flight(
+    server, tmp_path, monkeypatch, request
+):
     """Ctrl-C (SIGINT to this process) while four answers are on their way: the server
     answers them only once the judge has taken the Ctrl-C (no timing, so a busy machine
     cannot finish the run before the signal lands)."""
@@ -440,6 +442,9 @@ def test_ctrl_c_in_the_main_thread_keeps_the_answers_in_flight(server, tmp_path,
         return finish(self, *args)
 
     monkeypatch.setattr(OpenAIJudge, "_finish_in_flight", finish_then_release)
+    # a suite started in the background by a shell has SIGINT ignored: restore Ctrl-C
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
 
     def interrupt() -> None:
         if server.wait_for_arrivals(2 + 4, timeout=10):
