@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from paras2s_pl.data.schema import Sample
-from paras2s_pl.data.shards import ShardDataset, load_json, require_split, unbatched
+from paras2s_pl.data.shards import ShardDataset, load_json, rank_sampler, require_split, unbatched
 from paras2s_pl.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -479,14 +479,12 @@ class PreferenceDataModule(LightningDataModule):
     def _loader(self, role: str) -> DataLoader:
         collate = PreferenceCollate(self.featurizer)
         if self.in_memory:
-            items = self.train_items if role == "train" else self.val_items
-            shuffle = self.shuffle and role == "train"
-            gen = torch.Generator().manual_seed(self.seed) if shuffle else None
-            return DataLoader(
-                _Items(items),
+            train = role == "train"
+            data = _Items(self.train_items if train else self.val_items)
+            return DataLoader(  # training: one global order split over the ranks
+                data,
                 batch_size=self.batch_size,
-                shuffle=shuffle,
-                generator=gen,
+                sampler=rank_sampler(data, self.shuffle, self.seed) if train else None,
                 num_workers=self.num_workers,
                 collate_fn=collate,
             )

@@ -51,7 +51,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
-from paras2s_pl.data.shards import ShardDataset, require_split, unbatched
+from paras2s_pl.data.shards import ShardDataset, rank_sampler, require_split, unbatched
 from paras2s_pl.data.vocab import CodecLike, PolicyVocab
 from paras2s_pl.errors import UsageError
 from paras2s_pl.models.dual_stream import DualStreamConfig
@@ -384,20 +384,25 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
         return items
 
     # ---- loaders -----------------------------------------------------------------------------
-    def _loader(self, items: list[tuple[str, Example]], shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+    def _loader(
+        self, items: list[tuple[str, Example]], shuffle: bool, split_ranks: bool = False
+    ) -> DataLoader:
+        data = _Examples(items)
         return DataLoader(
-            _Examples(items),
+            data,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=rank_sampler(data, shuffle, self.seed) if split_ranks else None,
             num_workers=self.num_workers,
             collate_fn=_Collate(self.layout_config().text_blank_id),
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (keys in the module docstring)."""
-        return self._loader(self.train_examples, self.shuffle)
+        """Training batches (keys in the module docstring), shuffled unless ``shuffle: false``.
+
+        One global order per epoch, split over the ranks (:func:`rank_sampler`): n ranks x
+        ``batch_size`` b train on the same samples per step as 1 rank x n b.
+        """
+        return self._loader(self.train_examples, self.shuffle, split_ranks=True)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches, in key order."""

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 import webdataset as wds
+from torch.utils.data import DistributedSampler
 
 from paras2s_pl.audio.io import (
     AudioError,
@@ -376,6 +377,19 @@ def _dist_info() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def rank_sampler(dataset: Any, shuffle: bool, seed: int) -> DistributedSampler:
+    """This rank's part of one global order of ``dataset`` (also on a single process).
+
+    The order is a seeded permutation of the whole dataset (or key order), whatever the
+    number of ranks; rank ``r`` of ``n`` takes every ``n``-th index (padded so that all ranks
+    get as many). So step ``k`` of ``n`` ranks x batch ``b`` sees exactly the samples of step
+    ``k`` of 1 rank x batch ``n b``. Lightning calls ``set_epoch`` on it (a new order per
+    epoch) and keeps it instead of inserting its own (which would always shuffle).
+    """
+    rank, world = _dist_info()
+    return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
 
 
 def _worker_info() -> tuple[int, int]:

@@ -20,7 +20,10 @@ from paras2s_pl.models.layout import IGNORE_INDEX
 
 
 def stream_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    denominator: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Masked-mean next-token CE and accuracy of one stream.
 
@@ -31,6 +34,9 @@ def stream_cross_entropy(
         logits: (B, T, V) head output; ``logits[:, t]`` predicts ``labels[:, t + 1]``.
         labels: (B, T) target ids, ``ignore_index`` where no loss.
         ignore_index: label value without loss.
+        denominator: Divide the summed CE by this instead of the local token count: with
+            several data-parallel ranks, the global count / ranks, so the ranks' averaged
+            gradients are those of the mean over all their tokens (as on one rank).
 
     Returns:
         ``(loss, accuracy, count)``: scalar mean CE over the labelled tokens (0 with a
@@ -42,7 +48,8 @@ def stream_cross_entropy(
     target = target[keep]  # (N,)
     count = keep.sum()
     denom = count.clamp(min=1)
-    loss = F.cross_entropy(picked, target, reduction="sum") / denom  # empty -> 0, not NaN
+    loss_denom = denom if denominator is None else torch.as_tensor(denominator).clamp(min=1e-9)
+    loss = F.cross_entropy(picked, target, reduction="sum") / loss_denom  # empty -> 0, not NaN
     with torch.no_grad():
         acc = (picked.argmax(-1) == target).sum() / denom
     return loss, acc, count
@@ -55,6 +62,7 @@ def sft_loss(
     audio_labels: torch.Tensor,
     text_weight: float = 1.0,
     audio_weight: float = 1.0,
+    denominators: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     r"""Weighted sum of the two streams' masked-mean next-token cross-entropies.
 
@@ -76,14 +84,21 @@ def sft_loss(
         audio_labels: (B, T) audio-stream labels, ``-100`` where no loss.
         text_weight: weight of the text loss.
         audio_weight: weight of the audio loss.
+        denominators: ``(text, audio)`` token counts to divide by instead of this batch's
+            (:func:`stream_cross_entropy`'s ``denominator``; data-parallel training).
 
     Returns:
         ``(loss, stats)``: the scalar loss (with gradients) and detached ``loss``,
         ``loss_text``, ``loss_audio``, ``acc_text``, ``acc_audio``, ``tokens_text``,
         ``tokens_audio``.
     """
-    loss_text, acc_text, n_text = stream_cross_entropy(text_logits, text_labels)
-    loss_audio, acc_audio, n_audio = stream_cross_entropy(audio_logits, audio_labels)
+    text_denom, audio_denom = denominators if denominators is not None else (None, None)
+    loss_text, acc_text, n_text = stream_cross_entropy(
+        text_logits, text_labels, denominator=text_denom
+    )
+    loss_audio, acc_audio, n_audio = stream_cross_entropy(
+        audio_logits, audio_labels, denominator=audio_denom
+    )
     loss = text_weight * loss_text + audio_weight * loss_audio
     stats = {
         "loss": loss.detach(),

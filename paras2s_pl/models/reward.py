@@ -214,11 +214,17 @@ class RewardModel(nn.Module):
         """Backend settings written to ``reward_config.json`` (besides backend and scores)."""
         raise NotImplementedError
 
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write ``reward_config.json`` and the backend's files to ``path`` (created)."""
+    def save_pretrained(
+        self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None
+    ) -> Path:
+        """Write ``reward_config.json`` and the backend's files to ``path`` (created).
+
+        ``state_dict``: this model's full weights to write instead of its own (a sharded
+        model's, gathered: :func:`paras2s_pl.modules.sharding.full_state_dict`).
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self._save(path)
+        self._save(path, state_dict)
         config = {
             "backend": self.backend,
             "score_chars": list(SCORE_CHARS),
@@ -229,7 +235,7 @@ class RewardModel(nn.Module):
         log.info("saved %s reward model to %s", self.backend, path)
         return path
 
-    def _save(self, path: Path) -> None:
+    def _save(self, path: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         raise NotImplementedError
 
     @classmethod
@@ -479,8 +485,13 @@ class TokensRewardModel(RewardModel):
             "max_len": f.max_len,
         }
 
-    def _save(self, path: Path) -> None:
-        self.lm.save_pretrained(path / "model")
+    def _save(self, path: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        lm_state = (
+            {k.removeprefix("lm."): v for k, v in state_dict.items() if k.startswith("lm.")}
+            if state_dict is not None
+            else None
+        )
+        self.lm.save_pretrained(path / "model", state_dict=lm_state)
         self.featurizer.tokenizer.save_pretrained(path / "tokenizer")
 
     @classmethod

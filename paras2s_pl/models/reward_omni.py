@@ -332,19 +332,28 @@ class OmniRewardModel(RewardModel):
             "prompt_example": self.featurizer.prompt_text(),
         }
 
-    def _weights(self) -> dict[str, torch.Tensor]:
+    def _weights(
+        self, state_dict: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
         full = self.init_args["thinker_config"] is not None  # a random base must be saved
         return {
             k: v.detach().clone().contiguous()
-            for k, v in self.state_dict().items()
+            for k, v in (self.state_dict() if state_dict is None else state_dict).items()
             if full or "lora_" in k or k == "score_delta"
         }
 
-    def _save(self, path: Path) -> None:
+    def _save(self, path: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         from safetensors.torch import save_file
 
-        save_file(self._weights(), str(path / "reward_weights.safetensors"))
-        self.peft_model.save_pretrained(str(path / "adapter"))
+        save_file(self._weights(state_dict), str(path / "reward_weights.safetensors"))
+        adapter_state = None
+        if state_dict is not None:  # the peft model's own keys, from a gathered state
+            adapter_state = {
+                k.removeprefix("peft_model."): v
+                for k, v in state_dict.items()
+                if k.startswith("peft_model.")
+            }
+        self.peft_model.save_pretrained(str(path / "adapter"), state_dict=adapter_state)
         self.featurizer.tokenizer.save_pretrained(path / "tokenizer")
         self.featurizer.fe.save_pretrained(path / "tokenizer")
 

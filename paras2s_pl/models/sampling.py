@@ -208,6 +208,19 @@ def _sample(
 
 
 @torch.no_grad()
+def all_ranks_done(done: torch.Tensor) -> torch.Tensor:
+    """Every rank's "all rows finished" (MIN over ranks; this rank's alone without a group).
+
+    :func:`generate`'s ``all_done`` for sharded models: each forward gathers weights
+    collectively, so a finished rank keeps stepping until every rank is done.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = done.to(torch.int32).clone()
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return flag.bool()
+    return done
+
+
 def generate(
     model: DualStreamLM,
     prompt_audio_ids: torch.Tensor,

@@ -52,8 +52,10 @@ precision, schedulers, checkpoints).
 from the initial weights), ``requires_grad=False``, eval mode, kept out of the module's
 children (so out of the optimizer, the state dict and FSDP's wrapping) and placed on
 ``reference_device`` (default: the policy's; ``cpu`` offloads it, at the price of moving
-each micro-batch there). The scorer is not a module either; a reward model may sit on its
-own device (``scorer.init_args.device``).
+each micro-batch there). Under FSDP2 it is sharded like the policy unless
+``shard_reference: false`` (then a full replica per rank). The scorer is not a module
+either; a reward model may sit on its own device (``scorer.init_args.device``) and scores
+only its own rank's responses.
 
 **Logged** (TensorBoard; names as TRL's), once per optimizer step: ``train/reward``,
 ``train/reward_std``, ``train/reward/<category>`` (labelled prompts), ``train/advantage_std``,
@@ -108,6 +110,7 @@ from paras2s_pl.models.sampling import GREEDY_TEMPERATURE, SamplingConfig, legal
 from paras2s_pl.models.speech_policy import resolve_query_transcript
 from paras2s_pl.modules.grpo_rollout import ROLLOUT_SAMPLING, SCORE_RATE, GRPORollout
 from paras2s_pl.modules.policy import PolicyModule, check_policy_args
+from paras2s_pl.modules.sharding import local_value, uses_fsdp2
 from paras2s_pl.rl.buffer import RolloutBuffer
 from paras2s_pl.rl.scorers import RewardModelScorer, Scorer
 
@@ -158,6 +161,9 @@ class GRPOModule(GRPORollout, PolicyModule):
             None = as the ``init_from`` export records (off for an export without the
             record, or without ``init_from``). A value that contradicts the record warns.
         reference_device: Device of the reference model; None = the policy's, ``cpu`` offloads.
+        shard_reference: Under FSDP2 (``ModelParallelStrategy``), shard the reference like the
+            policy (per decoder layer over the ranks; default). False: a full replica per rank
+            on ``reference_device`` (no gathers in its forward, the whole model's memory).
         lr: Peak learning rate. The paper's A.4 gives 5e-4 for RL (and 1e-6 for the reward
             model; the two look swapped against common practice: kept as published).
         weight_decay: AdamW weight decay.
@@ -203,6 +209,7 @@ class GRPOModule(GRPORollout, PolicyModule):
         response_transcript: Literal["policy", "asr"] = "policy",
         policy_query_transcript: bool | None = None,
         reference_device: str | None = None,
+        shard_reference: bool = True,
         lr: float = 5e-4,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -309,16 +316,25 @@ class GRPOModule(GRPORollout, PolicyModule):
         if self.model is not None:
             return
         self._resolve_query_transcript()  # direct calls skip setup
-        super().configure_model()
+        self._build_policy()
         hp = self.hparams
+        fsdp2 = self._trainer is not None and uses_fsdp2(self.trainer.strategy)
         if max(hp.beta, hp.beta_audio or 0.0) > 0 and self._frozen["reference"] is None:
             if hp.init_from is not None:
                 ref = DualStreamLM.from_pretrained(
                     hp.init_from, config=self.model.config, dtype=getattr(torch, hp.load_dtype)
                 )
+            elif fsdp2:  # a resumed run could not restore a random reference (not saved sharded)
+                raise ValueError(
+                    "GRPO under ModelParallelStrategy needs model.init_args.init_from (the SFT "
+                    "policy, which is also the KL reference)"
+                )
             else:  # a random policy: its initial weights are the reference
                 ref = copy.deepcopy(self.model)
             self._frozen["reference"] = ref.requires_grad_(False).eval()
+            if fsdp2 and hp.shard_reference:
+                self._shard(ref)
+        self._shard(self.model)
 
     @property
     def reference(self) -> DualStreamLM | None:
@@ -338,7 +354,7 @@ class GRPOModule(GRPORollout, PolicyModule):
             )
         if trainer.max_steps is None or trainer.max_steps < 0:
             raise ValueError("GRPO prompts never run out: set trainer.max_steps")
-        if self.reference is not None:
+        if self.reference is not None and not (hp.shard_reference and uses_fsdp2(trainer.strategy)):
             self.reference.to(hp.reference_device or self.device)
         self.scorer.setup(self.device)
         if hp.asr and self._frozen["asr"] is None:
@@ -461,10 +477,11 @@ class GRPOModule(GRPORollout, PolicyModule):
         strategy = self.trainer.strategy
         if isinstance(strategy, FSDPStrategy):
             norm = strategy.model.clip_grad_norm_(float("inf"))
-        else:
+        else:  # FSDP2: DTensor gradients, whose norm is the global one
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-        self.log("train/grad_norm", float(norm), on_step=True, on_epoch=False, batch_size=1)
+        norm = float(local_value(norm))
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False, batch_size=1)
 
     def _log_examples(self, rows, transcripts, responses, rewards) -> None:
         if not isinstance(self.logger, TensorBoardLogger):

@@ -32,6 +32,7 @@ from paras2s_pl.models.dual_stream import DualStreamLM
 from paras2s_pl.models.layout import build_prompt, collate
 from paras2s_pl.models.sampling import (
     SamplingConfig,
+    all_ranks_done,
     generate,
     response_codes,
     response_text_ids,
@@ -105,7 +106,7 @@ class GRPORollout:
                 batch["attention_mask"],
                 self.sampling,
                 generator,
-                all_done=self._all_ranks_done,
+                all_done=all_ranks_done,
             )
         finally:
             self.model.train(was_training)
@@ -162,14 +163,6 @@ class GRPORollout:
     def _rollout_seed(self, rollout: int) -> int:
         rank = self.global_rank if self._trainer is not None else 0
         return (self.hparams.seed * 1_000_003 + rollout) * 4099 + rank
-
-    def _all_ranks_done(self, done: torch.Tensor) -> torch.Tensor:
-        """Every rank's "all rows finished" (MIN over ranks): FSDP ranks step together."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            flag = done.to(torch.int32).clone()
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-            return flag.bool()
-        return done
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -13,7 +13,9 @@ subclass it. It owns
   hears the query transcript, ``query_transcript`` + ``query_transcript_source``, which every
   later consumer reads: :mod:`paras2s_pl.models.speech_policy`) to ``export_dir`` or
   ``<log_dir>/policy``;
-* **gradient clipping under FSDP** (through the root's ``clip_grad_norm_``).
+* **sharding** under FSDP2 (``ModelParallelStrategy``: :mod:`paras2s_pl.modules.sharding`,
+  what the paper-scale configs use) and gradient clipping under FSDP1 (``FSDPStrategy``,
+  through the root's ``clip_grad_norm_``; FSDP2 clips ``DTensor`` gradients directly).
 
 A subclass calls ``save_hyperparameters()`` with these arguments among its own: ``preset``,
 ``model_config``, ``init_from``, ``load_dtype``, ``text_vocab_size``, ``codec_vocab_size``,
@@ -39,6 +41,7 @@ from paras2s_pl.models.speech_policy import POLICY_INFO
 from paras2s_pl.models.tokenizer import SPECIAL_TOKENS, special_ids
 from paras2s_pl.modules.export import write_fit_metrics
 from paras2s_pl.modules.optim import adamw_cosine
+from paras2s_pl.modules.sharding import full_state_dict, shard_layers, uses_fsdp2
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +125,25 @@ class PolicyModule(LightningModule):
         self.policy_config()
 
     def configure_model(self) -> None:
-        """Build the policy (here, not in ``__init__``, so FSDP can shard it as it is made)."""
+        """Build the policy (here, not in ``__init__``, so FSDP can shard it as it is made).
+
+        Under ``ModelParallelStrategy`` (FSDP2) each decoder layer, then the root, is
+        ``fully_shard``-ed over the data-parallel mesh (:mod:`paras2s_pl.modules.sharding`).
+        """
         if self.model is not None:
             return
+        self._build_policy()
+        self._shard(self.model)
+
+    def _shard(self, model: torch.nn.Module) -> None:
+        """``fully_shard`` ``model`` per decoder layer under FSDP2; otherwise leave it."""
+        if self._trainer is not None and uses_fsdp2(self.trainer.strategy):
+            units = shard_layers(model, self.device_mesh)
+            log.info(
+                "FSDP2: %s sharded as %d decoder-layer units + root", type(model).__name__, units
+            )
+
+    def _build_policy(self) -> None:
         cfg, hp = self.policy_config(), self.hparams
         if hp.init_from is not None:
             dtype = getattr(torch, hp.load_dtype)
@@ -189,6 +208,9 @@ class PolicyModule(LightningModule):
     def _full_state_dict(self) -> dict[str, torch.Tensor]:
         """The LightningModule's unsharded state dict (under FSDP: gathered to rank 0, on CPU)."""
         strategy = self._trainer.strategy if self._trainer is not None else None
+        if uses_fsdp2(strategy):
+            state = full_state_dict(self.model)  # rank 0 only (the others: empty)
+            return {f"model.{k}": v for k, v in state.items()}
         if isinstance(strategy, FSDPStrategy):
             from torch.distributed.fsdp import FullStateDictConfig, StateDictType
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP

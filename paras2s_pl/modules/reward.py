@@ -97,6 +97,7 @@ from paras2s_pl.models.reward import RewardModel
 from paras2s_pl.modules.export import write_fit_metrics
 from paras2s_pl.modules.optim import adamw_cosine
 from paras2s_pl.modules.reward_report import heldout_report
+from paras2s_pl.modules.sharding import full_state_dict, reshard_all, shard_layers, uses_fsdp2
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,15 @@ class RewardModule(LightningModule):
         #: The last validation's report (:func:`~paras2s_pl.modules.reward_report.heldout_report`).
         self.heldout_report: dict[str, Any] = {}
         self._best: dict[str, Any] | None = None  # step, value, report, CPU trainable tensors
+        self._sharded = False  # fully_shard applied (FSDP2)
         if trainable_only_checkpoints:
             self.strict_loading = False
+
+    def configure_model(self) -> None:
+        """Under FSDP2 (``ModelParallelStrategy``), shard the backend per decoder layer."""
+        if self._trainer is not None and uses_fsdp2(self.trainer.strategy) and not self._sharded:
+            shard_layers(self.model, self.device_mesh)
+            self._sharded = True
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, 5) logits of "1".."5"."""
@@ -275,19 +283,21 @@ class RewardModule(LightningModule):
             or trainer is None
             or trainer.sanity_checking
             or trainer.state.fn != TrainerFn.FITTING
-            or not trainer.is_global_zero
+            or not (trainer.is_global_zero or self._sharded)  # sharded: each rank its shard
         ):
             return
         value = values.get(monitor, float("nan"))
         if not math.isfinite(value):
             return
         if self._best is None or value > self._best["value"]:
+            if self._sharded:
+                reshard_all(self.model)  # the shards, not a gathered root left by validation
             self._best = {
                 "step": int(trainer.global_step),
                 "value": value,
                 "report": self.heldout_report,
-                "state": {
-                    name: p.detach().to("cpu", copy=True)
+                "state": {  # FSDP2: this rank's DTensor shard, where it lives
+                    name: p.detach().clone() if self._sharded else p.detach().to("cpu", copy=True)
                     for name, p in self.model.named_parameters()
                     if p.requires_grad
                 },
@@ -345,6 +355,8 @@ class RewardModule(LightningModule):
         best = self._best
         if best is None:
             return {"which": "last", "step": step, "monitor": self.hparams.export_best}
+        if self._sharded:
+            reshard_all(self.model)
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, value in best["state"].items():
@@ -362,12 +374,20 @@ class RewardModule(LightningModule):
         }
 
     def on_fit_end(self) -> None:
-        """Export the reward model (rank 0) for GRPO: the best validation's weights."""
-        if not self.hparams.export or not self.trainer.is_global_zero:
+        """Export the reward model (rank 0) for GRPO: the best validation's weights.
+
+        Sharded (FSDP2): every rank restores its shard and takes part in the gather.
+        """
+        if not self.hparams.export or not (self.trainer.is_global_zero or self._sharded):
             return
         last_report = self.heldout_report
         exported = self.restore_best()
-        path = self.model.save_pretrained(self.export_dir())
+        state = full_state_dict(self.model) if self._sharded else None  # collective
+        if self.trainer.is_global_zero:
+            path = self.model.save_pretrained(self.export_dir(), state_dict=state)
+        if not self.trainer.is_global_zero:
+            self._best = None
+            return
         extra: dict[str, Any] = {"exported": exported}
         if self._best is not None:
             extra["heldout"] = self._best["report"]

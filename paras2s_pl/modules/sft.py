@@ -66,8 +66,10 @@ from torchmetrics import MeanMetric
 
 from paras2s_pl.losses.sft import sft_loss
 from paras2s_pl.models.dual_stream import DualStreamConfig, DualStreamLM
+from paras2s_pl.models.layout import IGNORE_INDEX
 from paras2s_pl.models.sampling import (
     SamplingConfig,
+    all_ranks_done,
     generate,
     response_codes,
     response_text_ids,
@@ -167,7 +169,9 @@ class SFTModule(PolicyModule):
             )  # fmt: skip
 
     # ---- steps -------------------------------------------------------------------------------
-    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _loss(
+        self, batch: dict[str, Any], global_mean: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = self.model(
             batch["audio_ids"], batch["text_ids"], attention_mask=batch["attention_mask"]
         )
@@ -178,11 +182,33 @@ class SFTModule(PolicyModule):
             batch["audio_labels"],
             self.hparams.text_weight,
             self.hparams.audio_weight,
+            denominators=self._rank_token_counts(batch) if global_mean else None,
         )
 
+    def _rank_token_counts(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Each stream's labelled tokens over all ranks / ranks (None on one process).
+
+        Data-parallel strategies average the ranks' gradients; dividing each rank's summed
+        loss by this makes that average the gradient of the mean over every rank's tokens,
+        as one process with the global batch computes it (not a mean of per-rank means).
+        """
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1 or not torch.distributed.is_initialized():
+            return None
+        counts = torch.stack(
+            [(batch[k][:, 1:] != IGNORE_INDEX).sum() for k in ("text_labels", "audio_labels")]
+        ).to(torch.float64)
+        torch.distributed.all_reduce(counts)
+        text, audio = (counts / world).float().unbind()
+        return text, audio
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Both streams' next-token loss on one batch; logs ``train/*``."""
-        loss, stats = self._loss(batch)
+        """Both streams' next-token loss on one batch; logs ``train/*``.
+
+        With several ranks the loss is normalised by the global token counts
+        (:meth:`_rank_token_counts`), so 2 ranks x batch b train as 1 rank x batch 2b.
+        """
+        loss, stats = self._loss(batch, global_mean=True)
         size = batch["audio_ids"].shape[0]
         for name in LOGGED_STATS:
             self.log(f"train/{name}", stats[name], batch_size=size, prog_bar=name == "loss")
@@ -246,6 +272,7 @@ class SFTModule(PolicyModule):
             ids["attention_mask"],
             sampling or self.sampling,
             generator,
+            all_done=all_ranks_done,  # sharded (FSDP) ranks step together
         )
         text_ids = response_text_ids(rollout, cfg)
         codes = response_codes(rollout, cfg)
@@ -275,9 +302,10 @@ class SFTModule(PolicyModule):
             )
         n = len(rows)
         exact = sum((r["text"] or "").strip() == r["reference"].strip() for r in rows) / n
-        self.log("val/gen_text_exact", exact, batch_size=n)
-        self.log("val/gen_finished", sum(r["finished"] for r in rows) / n, batch_size=n)
-        self.log("val/gen_audio_codes", sum(len(r["codes"]) for r in rows) / n, batch_size=n)
+        finished = sum(r["finished"] for r in rows) / n
+        codes = sum(len(r["codes"]) for r in rows) / n
+        for name, value in (("text_exact", exact), ("finished", finished), ("audio_codes", codes)):
+            self.log(f"val/gen_{name}", value, batch_size=n, sync_dist=True)
         return rows
 
     def _log_generations(self, rows: list[dict[str, Any]]) -> None:
