@@ -127,7 +127,7 @@ class StepProgressBar(TQDMProgressBar):
             bar.set_postfix(self.get_metrics(trainer, pl_module))
 
     def _flush(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._pending:
+        if self._pending and self.is_enabled:  # Lightning disables it on ranks > 0
             self._pending = False
             print(self.line(trainer, pl_module), flush=True)
 
@@ -153,7 +153,7 @@ class StepProgressBar(TQDMProgressBar):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """A line per epoch when training by epochs without a bar."""
-        if self._steps(trainer) is None and self.lines:
+        if self._steps(trainer) is None and self.lines and self.is_enabled:
             epoch = f"{trainer.current_epoch + 1}/{trainer.max_epochs}"
             print(f"epoch {epoch}, step {trainer.global_step}", flush=True)
         elif not self.lines:

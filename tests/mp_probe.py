@@ -39,7 +39,24 @@ def batch_keys(batch: dict[str, Any]) -> list[str]:
 
 
 class RecordBatches(Callback):
-    """Every training batch's sample keys, with the step and the world size."""
+    """Every training batch's sample keys, with the step and the world size; at the start,
+    what the optimizer holds and whether GRPO's frozen reference is sharded."""
+
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: D102
+        from torch.distributed.fsdp import FSDPModule
+
+        in_optimizer = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+        reference = getattr(pl_module, "reference", None)
+        record(
+            "start",
+            {
+                "optimizer_tensors": len(in_optimizer),
+                "policy_tensors": len(list(pl_module.model.parameters())),
+                "reference_in_optimizer": reference is not None
+                and any(id(p) in in_optimizer for p in reference.parameters()),
+                "reference_sharded": isinstance(reference, FSDPModule),
+            },
+        )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: D102
         record(

@@ -23,11 +23,12 @@ from paras2s_pl.bench.cache import CachedJudge
 from paras2s_pl.bench.judges import Judgement
 from paras2s_pl.cli import main
 from paras2s_pl.errors import UsageError
-from paras2s_pl.testing import write_tiny_set
+from paras2s_pl.testing import write_tiny_policy, write_tiny_set
 
 REPO = Path(__file__).resolve().parents[1]
 SFT = str(REPO / "configs/mini/sft.yaml")
 REWARD = str(REPO / "configs/mini/reward.yaml")
+GRPO = str(REPO / "configs/mini/grpo.yaml")
 
 
 @pytest.fixture
@@ -35,6 +36,7 @@ def world(tmp_path, monkeypatch):
     """A labelled test split, a prompt-only split, a broken and a shard-less manifest."""
     write_tiny_set(tmp_path / "set", "test", n=4)
     write_tiny_set(tmp_path / "set", "rl", n=4, schema="prompt")
+    write_tiny_policy(tmp_path / "policy")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "test.manifest.json").write_text("{not json")
     (tmp_path / "noshards").mkdir()
@@ -104,6 +106,16 @@ CASES = {
     "fit: batch size 0": (
         f"fit --config {SFT} --data.init_args.root set --data.init_args.train_split test "
         "--data.init_args.batch_size 0 --trainer.max_steps 1", "batch_size=0"),
+    "fit: global batch that does not split": (
+        f"fit --config {SFT} --data.init_args.root set --data.init_args.train_split test "
+        "--data.init_args.global_batch_size 5 --trainer.accumulate_grad_batches 2 "
+        "--trainer.max_steps 1", "global_batch_size=5 examples does not split over 1 device(s) "
+        "x 2 accumulation steps; give a multiple of 2"),
+    "fit: GRPO global batch of no prompts": (
+        f"fit --config {GRPO} --data.init_args.root set --data.init_args.global_batch_size 0 "
+        "--model.init_args.init_from policy --model.init_args.scorer "
+        "paras2s_pl.rl.scorers.TokenFractionScorer --trainer.max_steps 1",
+        "global_batch_size=0 prompts"),
 }  # fmt: skip
 
 

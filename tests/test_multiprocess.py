@@ -33,10 +33,10 @@ WEIGHT_ATOL = 2e-5
 
 STRATEGIES = {
     "ddp": ["--trainer.strategy", "ddp"],
+    # Lightning's default mesh (1 node x 2 devices); the modules shard over all its ranks
     "fsdp2": [
-        "--trainer.strategy", "lightning.pytorch.strategies.ModelParallelStrategy",
-        "--trainer.strategy.data_parallel_size", "2",
-        "--trainer.strategy.tensor_parallel_size", "1",
+        "--trainer.strategy",
+        json.dumps({"class_path": "paras2s_pl.modules.sharding.FSDP2Strategy"}),
     ],
 }  # fmt: skip
 
@@ -47,8 +47,13 @@ SMALL_REWARD = json.dumps(
 SMALL_POLICY = SMALL_REWARD
 
 
-def fit(stage: str, out: Path, devices: int, strategy: str | None, *extra: str) -> Path:
-    """Run ``paras2s fit --config configs/mini/<stage>.yaml`` in a fresh process; its probe dir."""
+def fit(
+    stage: str, out: Path, devices: int, strategy: str | None, *extra: str, code: int = 0
+) -> Path:
+    """Run ``paras2s fit --config configs/mini/<stage>.yaml`` in a fresh process; its probe dir.
+
+    ``code``: the exit status it must end with.
+    """
     args = [
         sys.executable, "-m", "paras2s_pl.cli", "fit",
         "--config", str(REPO / f"configs/mini/{stage}.yaml"),
@@ -67,10 +72,10 @@ def fit(stage: str, out: Path, devices: int, strategy: str | None, *extra: str) 
     }
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "fit.log", "w") as log:
-        code = subprocess.run(
+        got = subprocess.run(
             args, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300, check=False
         ).returncode
-    assert code == 0, (out / "fit.log").read_text()[-4000:]
+    assert got == code, (out / "fit.log").read_text()[-4000:]
     return out / "probe"
 
 
@@ -184,7 +189,9 @@ def prefs_root(tmp_path_factory) -> Path:
     return root
 
 
-def reward(root: Path, out: Path, devices: int, strategy: str | None, *extra: str) -> Path:
+def reward(
+    root: Path, out: Path, devices: int, strategy: str | None, *extra: str, code: int = 0
+) -> Path:
     return fit(
         "reward", out, devices, strategy,
         "--data.root", str(root), "--data.init_args.batch_size", str(8 // devices),
@@ -197,6 +204,7 @@ def reward(root: Path, out: Path, devices: int, strategy: str | None, *extra: st
         "--trainer.callbacks.init_args.dirpath", str(out / "ckpt"),
         "--model.init_args.export_dir", str(out / "rm"),
         *extra,
+        code=code,
     )  # fmt: skip
 
 
@@ -238,6 +246,13 @@ def test_streaming_reward_data_splits_one_shard_over_ranks_and_workers(prefs_roo
     assert len(seen) == 4 * 2 * 4  # 4 steps x 2 ranks x batch 4
 
 
+def test_streamed_held_out_pairs_on_fsdp2_ranks_stop_at_start_up(prefs_root, tmp_path):
+    # unequal held-out batches per rank would leave one rank waiting in a gather forever
+    reward(prefs_root, tmp_path, 2, "fsdp2", "--data.init_args.in_memory", "false", code=2)
+    last = (tmp_path / "fit.log").read_text().strip().splitlines()[-1]
+    assert "in_memory=false with held-out pairs on several FSDP2 ranks" in last
+
+
 # ---- GRPO ----------------------------------------------------------------------------------
 
 
@@ -273,7 +288,7 @@ def grpo_ddp(grpo_inputs, tmp_path_factory) -> Path:
 
 
 def test_grpo_groups_stay_on_their_rank_and_ddp_equals_fsdp2(grpo_inputs, grpo_ddp, tmp_path):
-    probe = grpo(grpo_inputs, tmp_path, "fsdp2", 4)
+    probe = grpo(grpo_inputs, tmp_path, "fsdp2", 4, "--trainer.enable_progress_bar", "true")
     steps = assert_disjoint_equal(probe)
     # each micro-batch step of a rollout holds that rank's prompts; ranks never share one
     scored = records(probe, "scored")
@@ -283,8 +298,18 @@ def test_grpo_groups_stay_on_their_rank_and_ddp_equals_fsdp2(grpo_inputs, grpo_d
             assert keys[0::2] == keys[1::2] == prompts
     for a, b in zip(scored[0], scored[1], strict=True):
         assert not set(a["keys"]) & set(b["keys"])
+    for rank in (0, 1):  # the sharded frozen reference never reaches the optimizer
+        (start,) = records(probe, "start")[rank]
+        assert start["reference_sharded"] and not start["reference_in_optimizer"]
+        assert start["optimizer_tensors"] == start["policy_tensors"]
     ddp_weights = weights(grpo_ddp / "policy" / "model.safetensors")
     fsdp_weights = weights(tmp_path / "policy" / "model.safetensors")
+    from paras2s_pl.models.dual_stream import DualStreamLM
+
+    DualStreamLM.from_pretrained(tmp_path / "policy")  # the gathered export loads on 1 process
+    log = (tmp_path / "fit.log").read_text()
+    assert "in eval mode at the start of training" not in log  # init_from loads in eval mode
+    assert log.count("step 4/4 (100%)") == 1  # progress lines from rank 0 only
     start = weights(grpo_inputs[1] / "model.safetensors")
     assert max_difference(ddp_weights, start) > 10 * WEIGHT_ATOL  # it trained
     assert max_difference(fsdp_weights, ddp_weights) < WEIGHT_ATOL

@@ -56,6 +56,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from paras2s_pl.data.batching import per_device_batch
 from paras2s_pl.data.schema import Sample
 from paras2s_pl.data.shards import ShardDataset, load_json, rank_sampler, require_split, unbatched
 from paras2s_pl.errors import UsageError
@@ -257,6 +258,8 @@ class PreferenceDataModule(LightningDataModule):
             by ``seed``; replaces ``val_fraction``. A held-out r over a handful of queries
             is mostly noise: hold out dozens (the demo: 48).
         batch_size: Pairs per batch per device (the paper: 10).
+        global_batch_size: Pairs per optimizer step over all devices; when set,
+            ``batch_size`` = this / (devices x accumulation steps), which must come out whole.
         num_workers: DataLoader workers for batches (streaming: they also featurize).
         encode_workers: Processes that read and featurize in :meth:`setup` (in-memory).
         in_memory: Featurize once at setup (True) or stream every epoch (False).
@@ -277,6 +280,7 @@ class PreferenceDataModule(LightningDataModule):
         val_split: str | None = None,
         val_fraction: float = 0.1,
         batch_size: int = 16,
+        global_batch_size: int | None = None,
         num_workers: int = 0,
         encode_workers: int = 0,
         in_memory: bool = True,
@@ -306,6 +310,7 @@ class PreferenceDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.root, self.split, self.val_split = root, split, val_split
         self.val_fraction, self.seed, self.limit = val_fraction, seed, limit
+        self.global_batch_size = global_batch_size
         self.batch_size, self.num_workers, self.encode_workers = (
             batch_size,
             num_workers,
@@ -380,15 +385,36 @@ class PreferenceDataModule(LightningDataModule):
             return {"train": (self.split, None), "val": (self.val_split, None)}
         return {"train": (self.split, "train"), "val": (self.split, "val")}
 
+    def _check_streaming_evaluation(self) -> None:
+        """Refuse streamed held-out pairs on several sharded ranks (a hang, not an error).
+
+        Streaming splits the held-out pairs over the ranks as they come, so ranks may get
+        one batch more or fewer; under FSDP2 every forward gathers weights from all ranks,
+        and a rank with a batch more would wait for the others forever.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size < 2 or not trainer.limit_val_batches:
+            return
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if isinstance(trainer.strategy, ModelParallelStrategy):
+            raise UsageError(
+                "data.init_args.in_memory=false with held-out pairs on several FSDP2 ranks "
+                "could hang (unequal batches per rank): use in_memory: true, or "
+                "trainer.limit_val_batches 0 and `paras2s test` on one process"
+            )
+
     def setup(self, stage: str | None = None) -> None:
         """In-memory: featurize the needed splits once (skips counted in ``stats``)."""
-        if self.batch_size < 1:  # here, not in __init__: jsonargparse would bury it
-            raise UsageError(f"data.init_args.batch_size={self.batch_size}; give at least 1")
+        self.batch_size = per_device_batch(
+            self.global_batch_size, self.batch_size, self.trainer, unit="pairs"
+        )
         make = (f"paras2s curate preferences --policy runs/mini/sft_policy --queries "
                 f"shards/demo --split train --out {self.root}")  # fmt: skip
         for split in {self.split, self.val_split, self.test_split} - {None}:
             require_split(self.root, split, make)
         if not self.in_memory:
+            self._check_streaming_evaluation()
             return
         if stage == "test":
             self.test_items = self._read_all(*self._test_side(), "test")[: self.limit]

@@ -39,9 +39,9 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
+from paras2s_pl.data.batching import per_device_batch
 from paras2s_pl.data.shards import ShardDataset, _dist_info, require_split, unbatched
 from paras2s_pl.data.vocab import CodecLike, PolicyVocab
-from paras2s_pl.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,11 @@ class PromptDataModule(PolicyVocab, LightningDataModule):
             (saved beside an exported policy) is what GRPO uses when it has one.
         trust_remote_code: Passed to the tokenizer loader.
         batch_size: Prompts per rollout per device (the paper's B = 32 is the global batch:
-            4 on each of 8 GPUs); each is answered ``model.group_size`` times.
+            4 on each of 8 GPUs); each is answered ``model.group_size`` times, and a
+            group of G never straddles devices.
+        global_batch_size: Prompts per rollout over all devices (the paper's B = 32); when
+            set, ``batch_size`` = this / devices, which must come out whole (accumulation
+            steps split one rollout into micro-batches, they read no more prompts).
         encode_workers: Processes that read and codec-encode the shards in :meth:`setup`.
         sample_rate: Rate the query audio is read at (Hz).
         max_seconds: Skip longer queries (counted).
@@ -172,6 +176,7 @@ class PromptDataModule(PolicyVocab, LightningDataModule):
         tokenizer: str | None = None,
         trust_remote_code: bool = False,
         batch_size: int = 4,
+        global_batch_size: int | None = None,
         encode_workers: int = 0,
         sample_rate: int = 16000,
         max_seconds: float | None = 30.0,
@@ -183,6 +188,7 @@ class PromptDataModule(PolicyVocab, LightningDataModule):
         self.save_hyperparameters(ignore=["codec"])
         self._init_vocab(codec, tokenizer, trust_remote_code)
         self.root, self.split, self.batch_size = root, split, batch_size
+        self.global_batch_size = global_batch_size
         self.encode_workers, self.sample_rate = encode_workers, sample_rate
         self.max_seconds, self.limit, self.shuffle, self.seed = max_seconds, limit, shuffle, seed
         self.prompts: list[Prompt] = []
@@ -199,8 +205,10 @@ class PromptDataModule(PolicyVocab, LightningDataModule):
         if callable(check):  # a missing policy should not wait for the prompts to encode
             check()
         require_split(self.root, self.split, f"paras2s shards build-demo --out {self.root}")
-        if self.batch_size < 1:  # here, not in __init__: jsonargparse would bury it
-            raise UsageError(f"data.init_args.batch_size={self.batch_size}; give at least 1")
+        self.batch_size = per_device_batch(
+            self.global_batch_size, self.batch_size, self.trainer, accumulate=False,
+            unit="prompts",
+        )  # fmt: skip
         if not self.prompts:
             self.prompts = self.read_prompts()
 

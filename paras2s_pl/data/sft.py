@@ -29,8 +29,10 @@ shard reader rejects (empty ``content`` or ``response_text`` fail the demo schem
 responses that do not fit ``max_len``: cut (``truncated``) or dropped (``too_long``) per
 ``too_long``. A split left with no example is an error naming these counts.
 
-Every rank reads and encodes the whole split (then Lightning's distributed sampler splits
-the batches), so all ranks hold the same list in the same (key-sorted) order.
+Every rank reads and encodes the whole split, so all ranks hold the same list in the same
+(key-sorted) order; training takes one seeded order per epoch and gives each rank every n-th
+example of it (:func:`~paras2s_pl.data.shards.rank_sampler`), so n ranks x ``batch_size`` b
+see per step what 1 rank x n b sees.
 
 Try it (reads ``shards/demo``; build it with ``paras2s shards build-demo``)::
 
@@ -51,9 +53,9 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from paras2s_pl.data.batching import per_device_batch
 from paras2s_pl.data.shards import ShardDataset, rank_sampler, require_split, unbatched
 from paras2s_pl.data.vocab import CodecLike, PolicyVocab
-from paras2s_pl.errors import UsageError
 from paras2s_pl.models.dual_stream import DualStreamConfig
 from paras2s_pl.models.layout import Example, build_example, build_prompt, collate
 
@@ -149,6 +151,9 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
             world's tokenizer (:func:`~paras2s_pl.models.tokenizer.build_mini_tokenizer`).
         trust_remote_code: Passed to the tokenizer loader (Kimi-Audio's tokenizer needs it).
         batch_size: Examples per batch per device.
+        global_batch_size: Examples per optimizer step over all devices (the paper: 64);
+            when set, ``batch_size`` = this / (devices x accumulation steps), which must
+            come out whole (:mod:`paras2s_pl.data.batching`).
         num_workers: DataLoader workers for batches (the data is in memory: 0 is usually best).
         encode_workers: Processes that read and codec-encode the shards in :meth:`setup`.
         max_len: Most positions of one example (prompt + response).
@@ -176,6 +181,7 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
         tokenizer: str | None = None,
         trust_remote_code: bool = False,
         batch_size: int = 8,
+        global_batch_size: int | None = None,
         num_workers: int = 0,
         encode_workers: int = 0,
         max_len: int = 512,
@@ -193,6 +199,7 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
         self.save_hyperparameters(ignore=["codec"])
         self.root, self.train_split, self.val_split = root, train_split, val_split
         self._init_vocab(codec, tokenizer, trust_remote_code)
+        self.global_batch_size = global_batch_size
         self.batch_size, self.num_workers, self.encode_workers = (
             batch_size,
             num_workers,
@@ -232,8 +239,9 @@ class SFTDataModule(PolicyVocab, LightningDataModule):
     # ---- reading and encoding --------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         """Resolve the layout config, encode the needed splits (once) and lay them out."""
-        if self.batch_size < 1:  # here, not in __init__: jsonargparse would bury it
-            raise UsageError(f"data.init_args.batch_size={self.batch_size}; give at least 1")
+        self.batch_size = per_device_batch(
+            self.global_batch_size, self.batch_size, self.trainer, unit="examples"
+        )
         for split in {self.train_split, self.val_split, self.test_split} - {None}:
             require_split(self.root, split, f"paras2s shards build-demo --out {self.root}")
         if not self._fixed_layout:

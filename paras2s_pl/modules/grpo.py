@@ -76,15 +76,16 @@ unfinished buffer (mid-rollout checkpoints with μ > 1) and, for a randomly init
 policy, the reference weights. Sampling needs no RNG state: each rollout seeds its own
 generator.
 
-**FSDP.** ``configs/grpo.yaml``: ``FSDPStrategy`` with ``auto_wrap_policy`` and
-``activation_checkpointing_policy`` on the decoder layer class (Qwen2DecoderLayer).
-Generation runs inside ``training_step``, i.e. inside FSDP's root forward: the root's own
-parameters are gathered, and each wrapped decoder layer gathers its shard when called, once
-per generated position (slow but correct; FSDP2's ``register_fsdp_forward_method`` would be
-the faster path). Ranks finish sampling at different steps, so every step all-reduces a
-"done" flag (MIN) and a finished rank keeps stepping until all are done — otherwise the
-collectives hang. The reference model is a full replica per device (bf16: 15 GB for 7B) or on
-CPU; sharding it as well is left for later.
+**FSDP2.** ``configs/grpo.yaml``: :class:`~paras2s_pl.modules.sharding.FSDP2Strategy`;
+:meth:`configure_model` shards the policy and (``shard_reference``, default) the frozen
+reference per decoder layer (:mod:`paras2s_pl.modules.sharding`). Generation runs inside
+``training_step``: every call of the policy gathers each layer's shards, once per generated
+position. Ranks finish sampling at different steps, so every step all-reduces a "done" flag
+(MIN) and a finished rank keeps stepping until all are done — otherwise the collectives hang
+(``tests/test_multiprocess.py`` forces one rank to end at once and the other at the length
+limit). Each rank samples and scores only its own prompts, so a group of G never straddles
+ranks; rollouts are seeded per (rollout, rank), so a 2-rank run samples other responses than
+a 1-rank run with the global batch (DDP and FSDP2 give the same weights).
 """
 
 from __future__ import annotations
@@ -101,7 +102,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.strategies import FSDPStrategy
 
 from paras2s_pl.errors import MissingInputError
 from paras2s_pl.losses.grpo import StreamTensors, dual_stream_grpo_loss, entropy_from_logits
@@ -326,7 +326,7 @@ class GRPOModule(GRPORollout, PolicyModule):
                 )
             elif fsdp2:  # a resumed run could not restore a random reference (not saved sharded)
                 raise ValueError(
-                    "GRPO under ModelParallelStrategy needs model.init_args.init_from (the SFT "
+                    "GRPO under FSDP2 needs model.init_args.init_from (the SFT "
                     "policy, which is also the KL reference)"
                 )
             else:  # a random policy: its initial weights are the reference
@@ -473,13 +473,10 @@ class GRPOModule(GRPORollout, PolicyModule):
             self._buffer = None  # finished: nothing to checkpoint
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Log the gradient norm before clipping (FSDP: the global norm from the root)."""
-        strategy = self.trainer.strategy
-        if isinstance(strategy, FSDPStrategy):
-            norm = strategy.model.clip_grad_norm_(float("inf"))
-        else:  # FSDP2: DTensor gradients, whose norm is the global one
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        """Log the gradient norm before clipping (FSDP2: the global norm over the shards)."""
+        # FSDP2: DTensor gradients, whose norm is the global one
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         norm = float(local_value(norm))
         self.log("train/grad_norm", norm, on_step=True, on_epoch=False, batch_size=1)
 

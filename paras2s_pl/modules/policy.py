@@ -13,9 +13,9 @@ subclass it. It owns
   hears the query transcript, ``query_transcript`` + ``query_transcript_source``, which every
   later consumer reads: :mod:`paras2s_pl.models.speech_policy`) to ``export_dir`` or
   ``<log_dir>/policy``;
-* **sharding** under FSDP2 (``ModelParallelStrategy``: :mod:`paras2s_pl.modules.sharding`,
-  what the paper-scale configs use) and gradient clipping under FSDP1 (``FSDPStrategy``,
-  through the root's ``clip_grad_norm_``; FSDP2 clips ``DTensor`` gradients directly).
+* **sharding** under FSDP2 (``ModelParallelStrategy``, what the paper-scale configs use:
+  :mod:`paras2s_pl.modules.sharding`); Lightning's ``FSDPStrategy`` (FSDP1) is refused at
+  start-up with the fix (the sharded paths are tested under FSDP2 only).
 
 A subclass calls ``save_hyperparameters()`` with these arguments among its own: ``preset``,
 ``model_config``, ``init_from``, ``load_dtype``, ``text_vocab_size``, ``codec_vocab_size``,
@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.strategies import FSDPStrategy
 
 from paras2s_pl.models.dual_stream import DualStreamConfig, DualStreamLM
 from paras2s_pl.models.sampling import SamplingConfig
@@ -41,7 +40,7 @@ from paras2s_pl.models.speech_policy import POLICY_INFO
 from paras2s_pl.models.tokenizer import SPECIAL_TOKENS, special_ids
 from paras2s_pl.modules.export import write_fit_metrics
 from paras2s_pl.modules.optim import adamw_cosine
-from paras2s_pl.modules.sharding import full_state_dict, shard_layers, uses_fsdp2
+from paras2s_pl.modules.sharding import full_state_dict, refuse_fsdp1, shard_layers, uses_fsdp2
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +117,8 @@ class PolicyModule(LightningModule):
 
     def setup(self, stage: str) -> None:
         """Take the tokenizer and codec from the DataModule; resolve and check the config."""
+        if self._trainer is not None:
+            refuse_fsdp1(self.trainer.strategy)
         dm = self._datamodule()
         if dm is not None:
             self.tokenizer = getattr(dm, "tokenizer", self.tokenizer)
@@ -138,7 +139,7 @@ class PolicyModule(LightningModule):
     def _shard(self, model: torch.nn.Module) -> None:
         """``fully_shard`` ``model`` per decoder layer under FSDP2; otherwise leave it."""
         if self._trainer is not None and uses_fsdp2(self.trainer.strategy):
-            units = shard_layers(model, self.device_mesh)
+            units = shard_layers(model, self.device_mesh, precision=self.trainer.precision)
             log.info(
                 "FSDP2: %s sharded as %d decoder-layer units + root", type(model).__name__, units
             )
@@ -147,7 +148,8 @@ class PolicyModule(LightningModule):
         cfg, hp = self.policy_config(), self.hparams
         if hp.init_from is not None:
             dtype = getattr(torch, hp.load_dtype)
-            self.model = DualStreamLM.from_pretrained(hp.init_from, config=cfg, dtype=dtype)
+            # transformers loads in eval mode: train the policy in train mode (dropout)
+            self.model = DualStreamLM.from_pretrained(hp.init_from, config=cfg, dtype=dtype).train()
         else:
             self.model = DualStreamLM(cfg)
         if hp.activation_checkpointing:
@@ -211,35 +213,7 @@ class PolicyModule(LightningModule):
         if uses_fsdp2(strategy):
             state = full_state_dict(self.model)  # rank 0 only (the others: empty)
             return {f"model.{k}": v for k, v in state.items()}
-        if isinstance(strategy, FSDPStrategy):
-            from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-            full = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
-            with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, full):
-                return strategy.model.state_dict()
         return self.state_dict()
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Norm clipping through the FSDP root's ``clip_grad_norm_`` under FSDP.
-
-        Lightning's FSDP precision plugin refuses ``gradient_clip_algorithm='norm'`` (a plain
-        ``clip_grad_norm_`` over shards is wrong); the root module computes the global norm.
-        """
-        strategy = self.trainer.strategy
-        if (
-            gradient_clip_val
-            and isinstance(strategy, FSDPStrategy)
-            and gradient_clip_algorithm in (None, "norm")
-        ):
-            strategy.model.clip_grad_norm_(gradient_clip_val)
-            return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
 
 def check_data_compatibility(

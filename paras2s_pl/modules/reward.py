@@ -97,7 +97,13 @@ from paras2s_pl.models.reward import RewardModel
 from paras2s_pl.modules.export import write_fit_metrics
 from paras2s_pl.modules.optim import adamw_cosine
 from paras2s_pl.modules.reward_report import heldout_report
-from paras2s_pl.modules.sharding import full_state_dict, reshard_all, shard_layers, uses_fsdp2
+from paras2s_pl.modules.sharding import (
+    full_state_dict,
+    refuse_fsdp1,
+    reshard_all,
+    shard_layers,
+    uses_fsdp2,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +172,10 @@ class RewardModule(LightningModule):
 
     def configure_model(self) -> None:
         """Under FSDP2 (``ModelParallelStrategy``), shard the backend per decoder layer."""
+        if self._trainer is not None:
+            refuse_fsdp1(self.trainer.strategy)
         if self._trainer is not None and uses_fsdp2(self.trainer.strategy) and not self._sharded:
-            shard_layers(self.model, self.device_mesh)
+            shard_layers(self.model, self.device_mesh, precision=self.trainer.precision)
             self._sharded = True
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -6,9 +6,10 @@ docs, torch 2.13); FSDP2 shards each parameter on dim 0 as a ``DTensor`` (no fla
 parameters), so frozen and trainable tensors may share a unit (LoRA), the state dicts are
 sharded without all-gathers, the optimizer works on the sharded parameters directly, and
 ``torch.nn.utils.clip_grad_norm_`` computes the global norm over ``DTensor`` gradients (no
-special root call). Lightning drives it through ``ModelParallelStrategy`` with automatic
-optimisation, distributed (per-rank) checkpoints and ``--ckpt_path`` resume; the module
-applies the parallelism itself in ``configure_model`` (this file). The same strategy runs
+special root call). Lightning drives it through ``ModelParallelStrategy`` (here its subclass
+:class:`FSDP2Strategy`, all ranks data-parallel) with automatic optimisation, distributed
+(per-rank) checkpoints and ``--ckpt_path`` resume; the module applies the parallelism itself
+in ``configure_model`` (this file). The same strategy runs
 on CPU with gloo, which is how ``tests/test_multiprocess.py`` proves 2-rank training here.
 
 Layout: one FSDP unit per decoder layer (every instance of a class named in
@@ -31,6 +32,8 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 
+from paras2s_pl.errors import UsageError
+
 #: Decoder-layer classes of the backends (by name: no import of every model family here).
 LAYER_CLASSES = (
     "Qwen2DecoderLayer",  # the dual-stream policy (trunk + MIMO branch), the tokens reward model
@@ -40,39 +43,81 @@ LAYER_CLASSES = (
 
 
 def uses_fsdp2(strategy: Any) -> bool:
-    """Whether ``strategy`` is Lightning's FSDP2 strategy (``ModelParallelStrategy``)."""
+    """Whether ``strategy`` is FSDP2 (``ModelParallelStrategy`` or :class:`FSDP2Strategy`)."""
     return isinstance(strategy, ModelParallelStrategy)
 
 
+def refuse_fsdp1(strategy: Any) -> None:
+    """Stop at start-up under Lightning's ``FSDPStrategy`` (FSDP1), naming the fix."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if isinstance(strategy, FSDPStrategy):
+        raise UsageError(
+            "trainer.strategy FSDPStrategy (FSDP1) is not supported: use class_path "
+            "paras2s_pl.modules.sharding.FSDP2Strategy (FSDP2, as configs/sft.yaml)"
+        )
+
+
+class FSDP2Strategy(ModelParallelStrategy):
+    """Lightning's ``ModelParallelStrategy`` with every rank data-parallel (the default here).
+
+    ``ModelParallelStrategy``'s "auto" mesh is (nodes, devices per node) as (data-parallel,
+    tensor-parallel), so its distributed samplers would give every device of a node the same
+    batches. This package uses no tensor parallelism: here the data-parallel size is all
+    ranks (devices x nodes) and the tensor-parallel size 1, so each rank reads its own
+    samples and the modules shard over all ranks (FULL_SHARD).
+    """
+
+    def setup_environment(self) -> None:  # noqa: D102
+        if self._tensor_parallel_size == "auto":
+            self._tensor_parallel_size = 1
+        if self._data_parallel_size == "auto":
+            self._data_parallel_size = self.num_nodes * self.num_processes
+        super().setup_environment()
+
+
 def data_parallel_mesh(mesh: Any) -> Any:
-    """The data-parallel dimension of the strategy's device mesh (the whole 1-D mesh)."""
+    """The data-parallel part of the strategy's mesh; refuses tensor parallelism."""
     names = getattr(mesh, "mesh_dim_names", None) or ()
-    if "data_parallel" in names:
-        tensor_parallel = mesh["tensor_parallel"].size() if "tensor_parallel" in names else 1
-        if tensor_parallel != 1:
-            raise ValueError(
-                f"ModelParallelStrategy with tensor_parallel_size={tensor_parallel}: this "
-                "package shards data-parallel only; set trainer.strategy.init_args."
-                "tensor_parallel_size 1 and data_parallel_size to the number of ranks"
-            )
-        return mesh["data_parallel"]
-    return mesh
+    if "tensor_parallel" in names and mesh["tensor_parallel"].size() != 1:
+        raise UsageError(
+            f"trainer.strategy: a tensor-parallel size of {mesh['tensor_parallel'].size()} "
+            "(ModelParallelStrategy's default is the devices per node); this package shards "
+            "data-parallel only: use class_path paras2s_pl.modules.sharding.FSDP2Strategy"
+        )
+    return mesh["data_parallel"] if "data_parallel" in names else mesh
+
+
+def mixed_precision(precision: Any) -> Any:
+    """FSDP2's policy for the trainer's ``precision``.
+
+    ``bf16-mixed``: shards (master weights, optimizer state) stay as loaded (float32), each
+    unit is gathered and computes in bfloat16 and gradients are reduced in float32 (half the
+    gather memory and traffic of float32; Lightning's autocast then finds bf16 already).
+    Anything else: no casting.
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    if str(precision) == "bf16-mixed":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()
 
 
 def shard_layers(
     model: nn.Module,
     mesh: Any,
     layer_classes: Iterable[str] = LAYER_CLASSES,
-    mp_policy: Any | None = None,
+    precision: Any = None,
 ) -> int:
     """``fully_shard`` every decoder layer of ``model``, then ``model`` itself.
 
-    Returns the number of layer units; raises ``ValueError`` when ``model`` has none (the
-    root alone would gather the whole model at once, which defeats sharding).
+    ``precision``: the trainer's (:func:`mixed_precision`). Returns the number of layer
+    units; raises ``ValueError`` when ``model`` has none (the root alone would gather the
+    whole model at once, which defeats sharding).
     """
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import fully_shard
 
-    kwargs = {"mesh": data_parallel_mesh(mesh), "mp_policy": mp_policy or MixedPrecisionPolicy()}
+    kwargs = {"mesh": data_parallel_mesh(mesh), "mp_policy": mixed_precision(precision)}
     wanted = set(layer_classes)
     layers = [m for m in model.modules() if type(m).__name__ in wanted]
     if not layers:
