@@ -100,6 +100,14 @@ def assert_disjoint_equal(probe: Path) -> dict[int, list[list[str]]]:
     return steps
 
 
+def assert_global_batches_as_one_rank(probe: Path, one_rank_probe: Path) -> None:
+    """Disjoint equal rank batches that together are the 1-rank run's batch of each step."""
+    steps = assert_disjoint_equal(probe)
+    one = [row["keys"] for row in records(one_rank_probe, "batches")[0]]
+    together = [sorted(a + b) for a, b in zip(steps[0], steps[1], strict=True)]
+    assert together == [sorted(keys) for keys in one]
+
+
 def weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -162,13 +170,9 @@ def sft_one_rank(demo_root, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 def test_sft_on_two_ranks_equals_one_rank(strategy, demo_root, sft_one_rank, tmp_path):
     workers = ["--data.init_args.num_workers", "1"] if strategy == "ddp" else []
-    probe = sft(demo_root, tmp_path, 2, strategy, *workers)
-    steps = assert_disjoint_equal(probe)
-    one = [row["keys"] for row in records(sft_one_rank / "probe", "batches")[0]]
-    # the global batch of each step is the 1-rank run's batch of that step
-    assert [sorted(a + b) for a, b in zip(steps[0], steps[1], strict=True)] == [
-        sorted(k) for k in one
-    ]
+    assert_global_batches_as_one_rank(
+        sft(demo_root, tmp_path, 2, strategy, *workers), sft_one_rank / "probe"
+    )
     got = weights(tmp_path / "policy" / "model.safetensors")
     want = weights(sft_one_rank / "policy" / "model.safetensors")
     assert max_difference(got, want) < WEIGHT_ATOL
@@ -219,11 +223,9 @@ def reward_one_rank(prefs_root, tmp_path_factory) -> Path:
 def test_reward_on_two_ranks_equals_one_rank(strategy, prefs_root, reward_one_rank, tmp_path):
     from paras2s_pl.models.reward import load_reward_model
 
-    steps = assert_disjoint_equal(reward(prefs_root, tmp_path, 2, strategy))
-    one = [row["keys"] for row in records(reward_one_rank / "probe", "batches")[0]]
-    assert [sorted(a + b) for a, b in zip(steps[0], steps[1], strict=True)] == [
-        sorted(k) for k in one
-    ]
+    assert_global_batches_as_one_rank(
+        reward(prefs_root, tmp_path, 2, strategy), reward_one_rank / "probe"
+    )
     got = load_reward_model(tmp_path / "rm").state_dict()
     want = load_reward_model(reward_one_rank / "rm").state_dict()
     assert max_difference(got, want) < WEIGHT_ATOL
