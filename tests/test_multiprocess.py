@@ -289,8 +289,17 @@ def grpo_ddp(grpo_inputs, tmp_path_factory) -> Path:
     return out
 
 
-def test_grpo_groups_stay_on_their_rank_and_ddp_equals_fsdp2(grpo_inputs, grpo_ddp, tmp_path):
-    probe = grpo(grpo_inputs, tmp_path, "fsdp2", 4, "--trainer.enable_progress_bar", "true")
+@pytest.fixture(scope="module")
+def grpo_fsdp2(grpo_inputs, tmp_path_factory) -> Path:
+    """4 FSDP2 steps, a sharded checkpoint every 2, progress lines on."""
+    out = tmp_path_factory.mktemp("grpo_fsdp2")
+    grpo(grpo_inputs, out, "fsdp2", 4, "--trainer.enable_progress_bar", "true")
+    return out
+
+
+def test_grpo_groups_stay_on_their_rank_and_ddp_equals_fsdp2(grpo_inputs, grpo_ddp, grpo_fsdp2):
+    tmp_path = grpo_fsdp2
+    probe = tmp_path / "probe"
     steps = assert_disjoint_equal(probe)
     # each micro-batch step of a rollout holds that rank's prompts; ranks never share one
     scored = records(probe, "scored")
@@ -317,14 +326,13 @@ def test_grpo_groups_stay_on_their_rank_and_ddp_equals_fsdp2(grpo_inputs, grpo_d
     assert max_difference(fsdp_weights, ddp_weights) < WEIGHT_ATOL
 
 
-def test_grpo_fsdp2_resumes_from_a_sharded_checkpoint_exactly(grpo_inputs, grpo_ddp, tmp_path):
-    first = tmp_path / "first"
-    grpo(grpo_inputs, first, "fsdp2", 2)
-    ckpt = first / "ckpt" / "last.ckpt"
-    assert ckpt.is_dir() and list(ckpt.glob("*.distcp"))
+def test_grpo_fsdp2_resumes_from_a_sharded_checkpoint_exactly(grpo_inputs, grpo_fsdp2, tmp_path):
+    # the 4-step run's checkpoint at step 2, resumed to step 4, ends where that run ended
+    (ckpt,) = (grpo_fsdp2 / "ckpt").glob("grpo-step=2*")
+    assert ckpt.is_dir() and list(ckpt.glob("*.distcp"))  # one file per rank
     grpo(grpo_inputs, tmp_path / "resumed", "fsdp2", 4, "--ckpt_path", str(ckpt))
     resumed = weights(tmp_path / "resumed" / "policy" / "model.safetensors")
-    uninterrupted = weights(grpo_ddp / "policy" / "model.safetensors")
+    uninterrupted = weights(grpo_fsdp2 / "policy" / "model.safetensors")
     assert max_difference(resumed, uninterrupted) < WEIGHT_ATOL
     steps = records(tmp_path / "resumed" / "probe", "batches")
     assert [row["step"] for row in steps[0]] == [2, 2, 3, 3]  # 2 micro-batches a step
