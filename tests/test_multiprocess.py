@@ -265,11 +265,13 @@ def grpo_inputs(tmp_path_factory) -> tuple[Path, Path]:
     return root / "prompts", write_tiny_policy(root / "sft_policy")
 
 
-def grpo(inputs, out: Path, strategy: str, steps: int, *extra: str) -> Path:
+def grpo(inputs, out: Path, strategy: str | None, steps: int, *extra: str) -> Path:
+    """4 prompts x G = 2 per rollout over 1 rank (``strategy`` None) or 2."""
     prompts, policy = inputs
+    devices = 1 if strategy is None else 2
     return fit(
-        "grpo", out, 2, strategy,
-        "--data.root", str(prompts), "--data.init_args.batch_size", "2",
+        "grpo", out, devices, strategy,
+        "--data.root", str(prompts), "--data.init_args.global_batch_size", "4",
         "--data.init_args.encode_workers", "0",
         "--model.init_args.init_from", str(policy),
         "--model.init_args.scorer", "mp_probe.RecordingScorer",
@@ -295,6 +297,22 @@ def grpo_fsdp2(grpo_inputs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("grpo_fsdp2")
     grpo(grpo_inputs, out, "fsdp2", 4, "--trainer.enable_progress_bar", "true")
     return out
+
+
+@pytest.fixture(scope="module")
+def grpo_one_rank(grpo_inputs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("grpo1")
+    grpo(grpo_inputs, out, None, 4)
+    return out
+
+
+def test_grpo_on_two_ranks_equals_one_rank(grpo_ddp, grpo_one_rank):
+    # each response is seeded by its prompt's slot in the rollout: the same samples, so the
+    # same weights, however many ranks share the rollout
+    assert_global_batches_as_one_rank(grpo_ddp / "probe", grpo_one_rank / "probe")
+    one = weights(grpo_one_rank / "policy" / "model.safetensors")
+    two = weights(grpo_ddp / "policy" / "model.safetensors")
+    assert max_difference(one, two) < WEIGHT_ATOL
 
 
 def test_grpo_groups_stay_on_their_rank_and_ddp_equals_fsdp2(grpo_inputs, grpo_ddp, grpo_fsdp2):

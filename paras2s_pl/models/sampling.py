@@ -37,13 +37,15 @@ Usage::
     codes = response_codes(rollout, model.config)           # -> codec.decode(codes[i], texts[i])
     audio_lp, text_lp = rollout_logprobs(model, rollout, sampling_cfg)  # with gradients
 
-The generator must live on the model's device. ``use_cache=False`` re-runs the full sequence
-each step (for tests and :mod:`benchmarks.rollout`); results are identical up to float noise.
+The generator must live on the model's device; a list of them, one per row, makes each row's
+sample independent of the batch it is in (GRPO: the same responses on 1 rank or n ranks).
+``use_cache=False`` re-runs the full sequence each step (for tests and
+:mod:`benchmarks.rollout`); results are identical up to float noise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -181,9 +183,13 @@ def _sample(
     top_p: float,
     penalty: float,
     legal: torch.Tensor | None,
-    generator: torch.Generator | None,
+    generator: torch.Generator | Sequence[torch.Generator] | None,
 ) -> torch.Tensor:
-    """One token per row from (B, V) logits; ``history`` (B, w) recent ids of the stream."""
+    """One token per row from (B, V) logits; ``history`` (B, w) recent ids of the stream.
+
+    ``generator``: one for the batch, or one per row (each row's draw then depends on its own
+    generator only, not on which rows share the batch).
+    """
     logits = logits.float()
     if legal is not None:
         logits = logits.masked_fill(~legal, float("-inf"))
@@ -201,7 +207,11 @@ def _sample(
         probs = sorted_logits.softmax(-1)
         drop = probs.cumsum(-1) - probs > top_p  # keeps the first token always
         logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+    probs = logits.softmax(-1)
+    if isinstance(generator, Sequence):
+        rows = [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generator, strict=True)]
+        return torch.cat(rows)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
 # ---- generation -------------------------------------------------------------------------
@@ -227,7 +237,7 @@ def generate(
     prompt_text_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     cfg: SamplingConfig,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     whisper_features: torch.Tensor | None = None,
     feature_mask: torch.Tensor | None = None,
     all_done: Callable[[torch.Tensor], torch.Tensor] | None = None,

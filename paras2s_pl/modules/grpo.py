@@ -19,7 +19,7 @@ of :class:`~paras2s_pl.modules.grpo_rollout.GRPORollout` (a mixin of this module
    the ASR backend's (``asr``; the paper's: Whisper-v3 on the unlabeled prompts, §4.3),
    cached per prompt; the scorer gets them, and so does the policy when it hears ``t_i``;
 2. *rollout*: G responses per prompt from the policy (eval mode, KV cache, no grad,
-   ``sampling``), seeded by (``seed``, rollout index, rank); the prompt carries the
+   ``sampling``), seeded per response by (``seed``, rollout, prompt slot, g); the prompt carries the
    transcript under the query audio when the policy was trained with it
    (``policy_query_transcript``, by default the ``init_from`` export's ``query_transcript``:
    :mod:`paras2s_pl.models.speech_policy`), and the export records the same;
@@ -84,8 +84,8 @@ position. Ranks finish sampling at different steps, so every step all-reduces a 
 (MIN) and a finished rank keeps stepping until all are done — otherwise the collectives hang
 (``tests/test_multiprocess.py`` forces one rank to end at once and the other at the length
 limit). Each rank samples and scores only its own prompts, so a group of G never straddles
-ranks; rollouts are seeded per (rollout, rank), so a 2-rank run samples other responses than
-a 1-rank run with the global batch (DDP and FSDP2 give the same weights).
+ranks; each response is seeded by its prompt's slot over all ranks, so 2 ranks sample the
+responses 1 rank with the global batch samples (and train to the same weights).
 """
 
 from __future__ import annotations

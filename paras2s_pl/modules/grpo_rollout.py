@@ -8,10 +8,11 @@ through the module::
 
     paras2s fit --config configs/mini/grpo.yaml
 
-**Reproducible.** Each rollout samples from its own generator seeded by (``seed``, rollout
-index, rank) (:meth:`GRPORollout._rollout_seed`), never from the global RNG, so the same
-rollout index gives the same responses whatever ran before it (a resumed run, a checkpoint
-mid-rollout, a second run of the stage).
+**Reproducible.** Each response samples from its own generator seeded by (``seed``, rollout
+index, the prompt's slot over all ranks, g) (:meth:`GRPORollout._row_generators`), never
+from the global RNG, so the same rollout index gives the same responses whatever ran before
+it (a resumed run, a checkpoint mid-rollout, a second run of the stage) and however many
+ranks share the rollout.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class GRPORollout:
         examples = [ex for ex in prompts_ids for _ in range(group)]
         batch = collate(examples, cfg.text_blank_id, left_pad=True)
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        generator = torch.Generator(device=self.device).manual_seed(self._rollout_seed(rollout))
+        generators = self._row_generators(rollout, len(prompts), group)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -105,7 +106,7 @@ class GRPORollout:
                 batch["text_ids"],
                 batch["attention_mask"],
                 self.sampling,
-                generator,
+                generators,
                 all_done=all_ranks_done,
             )
         finally:
@@ -160,9 +161,20 @@ class GRPORollout:
             self._log_examples(rows, row_transcripts, responses, rewards)
         return buffer
 
-    def _rollout_seed(self, rollout: int) -> int:
+    def _row_generators(self, rollout: int, prompts: int, group: int) -> list[torch.Generator]:
+        """One generator per response, seeded by (seed, rollout, global prompt slot, g).
+
+        A prompt's slot is its place in the rollout over all ranks (rank r holds slots
+        r * B .. r * B + B - 1), so its G responses are the same on 1 rank with the global
+        batch as on n ranks: the run does not depend on how many devices it had.
+        """
         rank = self.global_rank if self._trainer is not None else 0
-        return (self.hparams.seed * 1_000_003 + rollout) * 4099 + rank
+        base = (self.hparams.seed * 1_000_003 + rollout) * 1_000_033
+        return [
+            torch.Generator(device=self.device).manual_seed((base + slot) * 4099 + g)
+            for slot in range(rank * prompts, (rank + 1) * prompts)
+            for g in range(group)
+        ]
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
