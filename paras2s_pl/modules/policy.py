@@ -139,10 +139,9 @@ class PolicyModule(LightningModule):
     def _shard(self, model: torch.nn.Module) -> None:
         """``fully_shard`` ``model`` per decoder layer under FSDP2; otherwise leave it."""
         if self._trainer is not None and uses_fsdp2(self.trainer.strategy):
+            name = type(model).__name__  # before fully_shard renames the class
             units = shard_layers(model, self.device_mesh, precision=self.trainer.precision)
-            log.info(
-                "FSDP2: %s sharded as %d decoder-layer units + root", type(model).__name__, units
-            )
+            log.info("FSDP2: %s sharded as %d decoder-layer units + root", name, units)
 
     def _build_policy(self) -> None:
         cfg, hp = self.policy_config(), self.hparams
